@@ -1,0 +1,162 @@
+//! The host specification: everything a `nomad_iis host` process needs, fully resolved by the
+//! driver (or by `nomad_iis run`) so the host never sees Nomad's types or raw job config.
+//!
+//! Serialized as JSON into `<runtime_dir>/spec.json`; it is also persisted inside the driver's
+//! `driver_state`, so fields are only ever added with `#[serde(default)]`.
+
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+/// What one site host runs: one IIS "site" with its bindings, applications and pools.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct HostSpec {
+    /// Nomad allocation id (or a generated one in standalone mode).
+    pub alloc_id: String,
+    /// Nomad task name.
+    pub task_name: String,
+    /// IIS-style site name, `nomad-{allocId}-{taskName}` with invalid characters replaced.
+    pub site_name: String,
+    /// Private folder of this host (mode 0700): control socket, spec, exit record.
+    pub runtime_dir: PathBuf,
+    /// The task's folder (`<alloc>/<task>`); relative paths were already resolved against it.
+    pub task_dir: PathBuf,
+    /// Where the access log and worker stdout go (Nomad's stdout FIFO, a file or `/dev/null`).
+    pub stdout_path: PathBuf,
+    /// Where worker stderr and host errors go (Nomad's stderr FIFO, a file or `/dev/null`).
+    pub stderr_path: PathBuf,
+    /// Environment for worker processes (already de-duplicated case-insensitively).
+    #[serde(default)]
+    pub env: BTreeMap<String, String>,
+    /// Listeners. Several bindings may share one address (https with SNI).
+    pub bindings: Vec<BindingSpec>,
+    /// Pools that at least one application uses.
+    pub pools: Vec<PoolSpec>,
+    /// Applications, each under a unique alias.
+    pub applications: Vec<ApplicationSpec>,
+    /// Copied into an application folder that is empty when the host starts.
+    #[serde(default)]
+    pub placeholder_app_path: Option<PathBuf>,
+}
+
+/// `http` or `https`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum BindingKind {
+    /// Plain HTTP/1.1 and h2c (prior knowledge).
+    Http,
+    /// TLS with ALPN h2 and http/1.1.
+    Https,
+}
+
+/// One listener binding, with its port already resolved to a number.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct BindingSpec {
+    /// `http` or `https`.
+    pub kind: BindingKind,
+    /// Address to bind; `0.0.0.0` when the job did not name one.
+    pub ip_address: IpAddr,
+    /// Resolved port number.
+    pub port: u16,
+    /// Host name this binding answers for (host header / SNI); `None` = any.
+    #[serde(default)]
+    pub hostname: Option<String>,
+    /// Refuse TLS handshakes without a matching SNI name.
+    #[serde(default)]
+    pub require_sni: bool,
+    /// Certificate of an https binding.
+    #[serde(default)]
+    pub certificate: Option<CertificateSource>,
+}
+
+/// Where an https binding's certificate comes from.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", tag = "source")]
+pub enum CertificateSource {
+    /// PEM certificate chain and PEM private key (RSA or ECDSA).
+    PemFiles {
+        /// Certificate chain file.
+        cert_file: PathBuf,
+        /// Private key file.
+        key_file: PathBuf,
+    },
+    /// PKCS#12 file with an optional password.
+    Pfx {
+        /// The `.pfx`/`.p12` file.
+        pfx_file: PathBuf,
+        /// Its password (empty when none).
+        #[serde(default)]
+        password: String,
+    },
+    /// Generated at start: CN = hostname or `localhost`, SANs localhost, 127.0.0.1, hostname; 1 year.
+    SelfSigned,
+}
+
+/// `start_mode` of a pool.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum StartMode {
+    /// Start the worker on the first request (IIS default).
+    OnDemand,
+    /// Start the worker with the task.
+    AlwaysRunning,
+}
+
+/// What a stopped pool answers (`service_unavailable_response`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum UnavailableResponse {
+    /// HTTP 503 (IIS default).
+    HttpLevel,
+    /// Close the connection without an answer.
+    TcpLevel,
+}
+
+/// One application pool with IIS defaults already applied.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PoolSpec {
+    /// Short name from the job (`default` when implied).
+    pub name: String,
+    /// IIS-style full name, `nomad-{allocId}-{taskName}[-{pool}]`.
+    pub full_name: String,
+    /// When the worker starts.
+    pub start_mode: StartMode,
+    /// Stop an idle worker after this long; zero = never.
+    pub idle_timeout: Duration,
+    /// Recycle after this long; zero = never.
+    pub periodic_restart: Duration,
+    /// A worker must accept connections within this.
+    pub start_time_limit: Duration,
+    /// In-flight requests get this long to finish on stop/recycle.
+    pub shutdown_time_limit: Duration,
+    /// Stop before starting the new worker on recycle.
+    pub disable_overlapped_recycle: bool,
+    /// 503 or connection close when stopped.
+    pub service_unavailable_response: UnavailableResponse,
+    /// Requests that may wait for a worker.
+    pub queue_length: u32,
+}
+
+/// An application under a path alias, served by one pool.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ApplicationSpec {
+    /// Normalised alias: `/` or `/segment[/segment…]`, no trailing slash.
+    pub alias: String,
+    /// Absolute application folder.
+    pub path: PathBuf,
+    /// Short pool name (matches a [`PoolSpec::name`]).
+    pub pool: String,
+    /// Folders mapped below this application.
+    #[serde(default)]
+    pub virtual_directories: Vec<VirtualDirectorySpec>,
+}
+
+/// A folder mapped at `alias` below its application's alias.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct VirtualDirectorySpec {
+    /// Normalised alias relative to the application (`/img`).
+    pub alias: String,
+    /// Absolute folder.
+    pub path: PathBuf,
+}
