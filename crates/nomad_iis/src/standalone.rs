@@ -20,6 +20,10 @@ struct RunArgs {
     /// Where the hosts' runtime folders go (default: the temp folder).
     #[arg(long, value_name = "DIR")]
     runtime_dir: Option<PathBuf>,
+    /// Where the tasks' stdout (access log) goes instead of this console, e.g. a file or
+    /// `/dev/null` (which turns the access log off).
+    #[arg(long, value_name = "PATH")]
+    stdout: Option<PathBuf>,
 }
 
 fn parse_port(s: &str) -> Result<(String, u16), String> {
@@ -65,6 +69,7 @@ pub fn main(args: &[OsString]) -> ExitCode {
         ports: parsed.ports.into_iter().collect::<BTreeMap<_, _>>(),
         runtime_root: parsed.runtime_dir,
         host_binary,
+        stdout_path: parsed.stdout,
     };
     match standalone::run(options) {
         Ok(code) => ExitCode::from(u8::try_from(code).unwrap_or(1)),

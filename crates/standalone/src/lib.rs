@@ -42,6 +42,8 @@ pub struct RunOptions {
     pub runtime_root: Option<PathBuf>,
     /// The binary to start hosts with (normally `current_exe()`).
     pub host_binary: PathBuf,
+    /// Where the tasks' stdout (access log, worker output) goes; this console by default.
+    pub stdout_path: Option<PathBuf>,
 }
 
 /// A task prepared to start: its resolved spec.
@@ -269,7 +271,7 @@ fn prepare(
         task_dir: job_dir.to_path_buf(),
         ports,
         runtime_dir: runtime_dir.clone(),
-        stdout_path: PathBuf::from("/dev/stdout"),
+        stdout_path: options.stdout_path.clone().unwrap_or_else(|| PathBuf::from("/dev/stdout")),
         stderr_path: PathBuf::from("/dev/stderr"),
         env: config::dedupe_env(env),
         placeholder_app_path: None,
