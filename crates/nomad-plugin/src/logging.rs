@@ -42,9 +42,8 @@ pub const DEFAULT_FILTER_ENV: &str = "RUST_LOG";
 pub const MAX_VALUE_BYTES: usize = 16 * 1024;
 
 /// The hclog timestamp layout; UTC is written as `Z`, as Go's `Z07:00` does.
-const TIMESTAMP_FORMAT: &[FormatItem<'static>] = format_description!(
-    "[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:6]Z"
-);
+const TIMESTAMP_FORMAT: &[FormatItem<'static>] =
+    format_description!("[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:6]Z");
 
 /// Errors of the logging setup.
 #[derive(Debug, thiserror::Error)]
