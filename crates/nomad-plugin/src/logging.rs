@@ -101,9 +101,9 @@ pub fn init_hclog_with(config: HclogConfig) -> Result<LogSink, LoggingError> {
     {
         Some((name, value)) => builder.parse(&value).unwrap_or_else(|err| {
             filter_problem = Some((name.to_owned(), value.clone(), err.to_string()));
-            builder.parse_lossy("")
+            default_filter(&builder, config.default_level)
         }),
-        None => builder.parse_lossy(""),
+        None => default_filter(&builder, config.default_level),
     };
     let subscriber =
         tracing_subscriber::registry().with(HclogLayer::new(sink.clone()).with_filter(filter));
@@ -118,6 +118,26 @@ pub fn init_hclog_with(config: HclogConfig) -> Result<LogSink, LoggingError> {
         );
     }
     Ok(sink)
+}
+
+/// Crates whose debug output is per HTTP/2 frame or per poll: capped at `info` unless a filter
+/// from the environment asks for more, so a plugin at debug level does not flood Nomad's log.
+const CHATTY_DEPENDENCIES: [&str; 5] = ["h2", "hyper", "hyper_util", "tower", "tonic"];
+
+/// `default_level` for everything, except [`CHATTY_DEPENDENCIES`] at `info` at most.
+fn default_filter(
+    builder: &tracing_subscriber::filter::Builder,
+    default_level: Level,
+) -> EnvFilter {
+    let mut filter = builder.parse_lossy("");
+    if default_level > Level::INFO {
+        for target in CHATTY_DEPENDENCIES {
+            if let Ok(directive) = format!("{target}=info").parse() {
+                filter = filter.add_directive(directive);
+            }
+        }
+    }
+    filter
 }
 
 /// Formats a time in the hclog layout, in UTC.
