@@ -427,8 +427,9 @@ impl LogSink {
         self.handle.shared.dropped.load(Ordering::Relaxed)
     }
 
-    /// Waits until every queued line has been handed to the writer, or `timeout` passes.
-    /// Returns whether the queue was emptied in time.
+    /// Waits until every queued line has been written (or discarded after a permanent write
+    /// error), or `timeout` passes. Returns whether that happened in time. Call it before the
+    /// process exits, since the writer thread does not outlive `main`.
     pub fn flush(&self, timeout: Duration) -> bool {
         let shared = &self.handle.shared;
         let deadline = Instant::now() + timeout;
