@@ -2,8 +2,9 @@
 //! main; the host switches by replacing `use crate::static_stub as static_site` in `pool.rs`.
 //!
 //! It serves GET and HEAD from a folder with the given default documents, refuses `..`, keeps
-//! small files in memory until [`StaticSite::flush_cache`], and answers everything else with a
-//! plain status. No ranges, no conditional requests, no streaming: the real crate does those.
+//! small files in memory until [`StaticSite::flush_cache`], streams large ones, and answers
+//! everything else with a plain status. No ranges, no conditional requests: the real crate
+//! does those.
 
 use std::collections::HashMap;
 use std::io;
@@ -12,7 +13,8 @@ use std::sync::Mutex;
 
 use bytes::Bytes;
 use http::{HeaderMap, HeaderValue, Method, Response, StatusCode, header};
-use http_body_util::{BodyExt, Full};
+use http_body_util::{BodyExt, Full, StreamBody};
+use hyper::body::Frame;
 
 /// The response body type shared with the host.
 pub type Body = http_body_util::combinators::UnsyncBoxBody<Bytes, io::Error>;
@@ -113,18 +115,18 @@ impl StaticSite {
                 None => return status(StatusCode::NOT_FOUND),
             }
         }
-        let content = match self.read(&path).await {
-            Ok(content) => content,
+        let (length, body) = match self.open(&path).await {
+            Ok(found) => found,
             Err(e) if e.kind() == io::ErrorKind::NotFound => return status(StatusCode::NOT_FOUND),
             Err(_) => return status(StatusCode::FORBIDDEN),
         };
         let mut response = Response::new(if method == Method::HEAD {
             full(Bytes::new())
         } else {
-            full(content.clone())
+            body
         });
         let headers = response.headers_mut();
-        headers.insert(header::CONTENT_LENGTH, HeaderValue::from(content.len()));
+        headers.insert(header::CONTENT_LENGTH, HeaderValue::from(length));
         headers.insert(
             header::CONTENT_TYPE,
             HeaderValue::from_static(content_type(&path)),
@@ -140,20 +142,25 @@ impl StaticSite {
         }
     }
 
-    async fn read(&self, path: &Path) -> io::Result<Bytes> {
+    /// The file's length and body: from the cache, read whole and cached when small,
+    /// streamed in chunks when large.
+    async fn open(&self, path: &Path) -> io::Result<(u64, Body)> {
         if let Some(hit) = self.cache.lock().ok().and_then(|c| c.0.get(path).cloned()) {
-            return Ok(hit);
+            return Ok((hit.len() as u64, full(hit)));
+        }
+        let file = tokio::fs::File::open(path).await?;
+        let size = file.metadata().await?.len();
+        if size > self.options.cache_max_file_size {
+            return Ok((size, stream(file)));
         }
         let content = Bytes::from(tokio::fs::read(path).await?);
-        let size = content.len() as u64;
-        if size <= self.options.cache_max_file_size
-            && let Ok(mut cache) = self.cache.lock()
+        if let Ok(mut cache) = self.cache.lock()
             && cache.1 + size <= self.options.cache_max_total
         {
             cache.1 += size;
             cache.0.insert(path.to_path_buf(), content.clone());
         }
-        Ok(content)
+        Ok((content.len() as u64, full(content)))
     }
 }
 
@@ -189,6 +196,24 @@ fn full(content: Bytes) -> Body {
     Full::new(content)
         .map_err(|never| match never {})
         .boxed_unsync()
+}
+
+/// A body reading `file` in 64 KiB chunks as the connection takes them.
+fn stream(file: tokio::fs::File) -> Body {
+    use tokio::io::AsyncReadExt;
+    let chunks = futures::stream::unfold(Some(file), |file| async move {
+        let mut file = file?;
+        let mut buffer = vec![0u8; 64 * 1024];
+        match file.read(&mut buffer).await {
+            Ok(0) => None,
+            Ok(n) => {
+                buffer.truncate(n);
+                Some((Ok(Frame::data(Bytes::from(buffer))), Some(file)))
+            }
+            Err(e) => Some((Err(e), None)),
+        }
+    });
+    StreamBody::new(chunks).boxed_unsync()
 }
 
 fn status(code: StatusCode) -> Response<Body> {
