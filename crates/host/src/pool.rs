@@ -134,10 +134,23 @@ fn build_sites(
                 .map(|site| (*key, site))
                 .map_err(|e| SiteError {
                     field: field.clone(),
-                    detail: e.to_string(),
+                    detail: with_causes(&e),
                 })
         })
         .collect()
+}
+
+/// An error's message followed by its causes, `a: b: c`, so a static-site error that keeps
+/// the operating system's reason as its source still shows it.
+fn with_causes(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut cause = error.source();
+    while let Some(inner) = cause {
+        text.push_str(": ");
+        text.push_str(&inner.to_string());
+        cause = inner.source();
+    }
+    text
 }
 
 impl Pool {
