@@ -210,7 +210,6 @@ fn prepare(
     // Ports: overrides, then static numbers, then free ports. A bare config file has no network
     // block, so every label its bindings name gets one.
     let mut wanted = task.ports.clone();
-    let spec = TaskConfig::spec();
     if task.bare {
         for name in binding_port_labels(&task.config) {
             wanted.entry(name).or_insert(None);
@@ -236,10 +235,14 @@ fn prepare(
         ports: &ports,
     };
     let ctx = interpolation.context();
-    let bytes = nomad_plugin::hcldec::decode_to_msgpack(&spec, &task.config, &ctx)
+    let body = task
+        .config
+        .evaluate(&ctx)
         .map_err(|e| anyhow::anyhow!("{label}: config: {e}"))?;
+    let json: serde_json::Value =
+        hcl::from_body(body).map_err(|e| anyhow::anyhow!("{label}: config: {e}"))?;
     let config =
-        TaskConfig::from_msgpack(&bytes).map_err(|e| anyhow::anyhow!("{label}: config: {e}"))?;
+        TaskConfig::from_json(&json).map_err(|e| anyhow::anyhow!("{label}: config: {e}"))?;
     let driver_config = DriverConfig::default();
     let notices = config
         .validate(&driver_config)
@@ -260,9 +263,6 @@ fn prepare(
         };
         env.insert(attr.key().to_owned(), text);
     }
-    let tmp = task_dir.join("tmp").display().to_string();
-    env.insert("TMP".into(), tmp.clone());
-    env.insert("TEMP".into(), tmp);
 
     let resolve = ResolveContext {
         alloc_id: alloc_id.clone(),
@@ -271,9 +271,12 @@ fn prepare(
         task_dir: job_dir.to_path_buf(),
         ports,
         runtime_dir: runtime_dir.clone(),
-        stdout_path: options.stdout_path.clone().unwrap_or_else(|| PathBuf::from("/dev/stdout")),
+        stdout_path: options
+            .stdout_path
+            .clone()
+            .unwrap_or_else(|| PathBuf::from("/dev/stdout")),
         stderr_path: PathBuf::from("/dev/stderr"),
-        env: config::dedupe_env(env),
+        env: config::task_env(&env, &task_dir.join("tmp")),
         placeholder_app_path: None,
         default_ip: IpAddr::V4(Ipv4Addr::UNSPECIFIED),
     };

@@ -5,7 +5,6 @@
 
 #![allow(unsafe_code)]
 
-use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::Duration;
