@@ -439,3 +439,68 @@ fn from_entry(method: &Method, headers: &HeaderMap, entry: &Entry) -> Response<B
         Content::Memory(variant.bytes.clone()),
     )
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http_body_util::BodyExt;
+
+    /// A site without inotify, as on a machine where it cannot be set up.
+    fn unwatched(revalidate_after: Duration) -> (tempfile::TempDir, StaticSite) {
+        let temp = tempfile::tempdir().unwrap();
+        let site = StaticSite::with_watcher(
+            temp.path().to_path_buf(),
+            Options::default(),
+            None,
+            revalidate_after,
+        )
+        .unwrap();
+        (temp, site)
+    }
+
+    async fn get(site: &StaticSite, remainder: &str) -> (StatusCode, String) {
+        let response = site.serve(&Method::GET, remainder, &HeaderMap::new()).await;
+        let status = response.status();
+        let body = response.into_body().collect().await.unwrap().to_bytes();
+        (status, String::from_utf8_lossy(&body).into_owned())
+    }
+
+    #[tokio::test]
+    async fn without_inotify_cached_files_are_revalidated_by_stat() {
+        let (temp, site) = unwatched(Duration::ZERO);
+        let path = temp.path().join("f.txt");
+        std::fs::write(&path, "one").unwrap();
+        assert_eq!(get(&site, "/f.txt").await, (StatusCode::OK, "one".into()));
+        assert_eq!(get(&site, "/f.txt").await, (StatusCode::OK, "one".into()));
+        assert_eq!(site.cache_stats().entries, 1, "unchanged: the entry stays");
+
+        std::fs::write(&path, "two, longer").unwrap();
+        assert_eq!(
+            get(&site, "/f.txt").await,
+            (StatusCode::OK, "two, longer".into())
+        );
+
+        let staged = temp.path().join("staged");
+        std::fs::write(&staged, "three, renamed").unwrap();
+        std::fs::rename(&staged, &path).unwrap();
+        assert_eq!(
+            get(&site, "/f.txt").await,
+            (StatusCode::OK, "three, renamed".into())
+        );
+
+        std::fs::remove_file(&path).unwrap();
+        assert_eq!(get(&site, "/f.txt").await.0, StatusCode::NOT_FOUND);
+        assert_eq!(site.cache_stats().entries, 0, "the stale entry is dropped");
+    }
+
+    #[tokio::test]
+    async fn without_inotify_a_hit_does_not_touch_the_file_before_its_deadline() {
+        let (temp, site) = unwatched(Duration::from_secs(3600));
+        let path = temp.path().join("f.txt");
+        std::fs::write(&path, "one").unwrap();
+        assert_eq!(get(&site, "/f.txt").await.1, "one");
+        std::fs::write(&path, "two, longer").unwrap();
+        assert_eq!(get(&site, "/f.txt").await.1, "one", "served from memory");
+        assert_eq!(site.cache_stats().hits, 1);
+    }
+}
