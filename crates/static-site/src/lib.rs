@@ -34,9 +34,10 @@
 //! # Cache
 //! Files up to [`Options::cache_max_file_size`] are kept in memory with prebuilt header values, up to
 //! [`Options::cache_max_total`] in all (least recently used out first). A hit touches no file; inotify
-//! keeps the cache true, and a request that starts after a change completed sees it (see `watch`). If
-//! inotify is not available (or its watch limit is reached), cached files are revalidated by `stat` at
-//! most once a second instead, so a change may then take up to a second to show.
+//! keeps the cache true: a request that starts [`CHANGE_VISIBLE_AFTER`] (100 µs) or more after a change
+//! completed sees it (see `watch` for why not zero). If inotify is not available (or its watch limit is
+//! reached), cached files are revalidated by `stat` at most once a second instead, so a change may then
+//! take up to a second to show.
 //!
 //! # Layout
 //! - `request_path`: decoding and checking the remainder.
@@ -87,6 +88,11 @@ pub type Body = http_body_util::combinators::UnsyncBoxBody<Bytes, io::Error>;
 
 /// How long a cached file may go unchecked when inotify is not available.
 const REVALIDATE_AFTER: Duration = Duration::from_secs(1);
+
+/// With inotify, a change to a file is seen by every request that starts at least this long after the
+/// change completed (a write returned, a rename was done). Requests closer to it may still get the
+/// cached copy.
+pub const CHANGE_VISIBLE_AFTER: Duration = Duration::from_micros(100);
 
 /// Settings of a [`StaticSite`].
 #[derive(Clone, Debug)]
@@ -229,7 +235,7 @@ impl StaticSite {
         }
         let inner = &self.inner;
         if let Some(watcher) = &inner.watcher {
-            watcher.sync();
+            watcher.sync_if_due();
         }
         let mut stale = None;
         if let Some(entry) = inner.cache.get(remainder) {

@@ -195,6 +195,7 @@ async fn files_are_served_over_http_keep_alive() {
     assert!(body.is_empty());
 
     site.write("kb.txt", "changed");
+    site.settle().await;
     let (_, _, body) = client.send(Method::GET, "/static/kb.txt", &[]).await;
     assert_eq!(&body[..], b"changed");
 

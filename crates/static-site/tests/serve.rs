@@ -86,11 +86,13 @@ async fn a_file_changed_on_disk_is_served_fresh_on_the_next_request() {
 
     // Written in place, same length.
     std::fs::write(&path, "version 2").unwrap();
+    site.settle().await;
     assert_eq!(site.get("/data/v.txt").await.text(), "version 2");
 
     // Replaced atomically by a rename, as deployment tools do.
     let staged = site.write("data/v.txt.tmp", "version three");
     std::fs::rename(&staged, &path).unwrap();
+    site.settle().await;
     let reply = site.get("/data/v.txt").await;
     assert_eq!(reply.text(), "version three");
     assert_eq!(reply.header("content-length"), Some("13"));
@@ -99,6 +101,7 @@ async fn a_file_changed_on_disk_is_served_fresh_on_the_next_request() {
     let data = site.root().join("data");
     std::fs::rename(&data, site.root().join("old")).unwrap();
     site.write("data/v.txt", "version 4, new folder");
+    site.settle().await;
     assert_eq!(
         site.get("/data/v.txt").await.text(),
         "version 4, new folder"
@@ -106,6 +109,7 @@ async fn a_file_changed_on_disk_is_served_fresh_on_the_next_request() {
 
     // Deleted.
     std::fs::remove_file(site.root().join("data/v.txt")).unwrap();
+    site.settle().await;
     assert_eq!(site.get("/data/v.txt").await.status, StatusCode::NOT_FOUND);
 }
 
@@ -123,6 +127,7 @@ async fn the_whole_root_swapped_by_renames_is_noticed() {
     std::fs::write(staging.join("top.txt"), "new top").unwrap();
     std::fs::rename(site.root(), site.outside().join("previous")).unwrap();
     std::fs::rename(&staging, site.root()).unwrap();
+    site.settle().await;
 
     assert_eq!(site.get("/deep/er/file.txt").await.text(), "new");
     assert_eq!(site.get("/top.txt").await.text(), "new top");
@@ -134,6 +139,7 @@ async fn a_deleted_file_is_404() {
     let path = site.write("gone.txt", "here");
     assert_eq!(site.get("/gone.txt").await.status, StatusCode::OK);
     std::fs::remove_file(path).unwrap();
+    site.settle().await;
     let reply = site.get("/gone.txt").await;
     assert_eq!(reply.status, StatusCode::NOT_FOUND);
     assert_eq!(
@@ -180,6 +186,7 @@ async fn symlinks_inside_the_root_work_and_symlinks_out_of_it_are_404() {
 
     // The target of a cached symlink changes: the cache follows.
     std::fs::write(site.root().join("real/inside.txt"), "inside, edited").unwrap();
+    site.settle().await;
     assert_eq!(site.get("/in.txt").await.text(), "inside, edited");
     assert_eq!(site.get("/alias/inside.txt").await.text(), "inside, edited");
 
@@ -190,6 +197,7 @@ async fn symlinks_inside_the_root_work_and_symlinks_out_of_it_are_404() {
         site.root().join("in.txt"),
     )
     .unwrap();
+    site.settle().await;
     assert_eq!(site.get("/in.txt").await.status, StatusCode::NOT_FOUND);
 }
 
@@ -243,6 +251,7 @@ async fn default_documents_are_found_in_order() {
 
     // A better default document appears: the cached answer for the folder goes.
     site.write("docs/index.html", "docs index.html");
+    site.settle().await;
     assert_eq!(site.get("/docs/").await.text(), "docs index.html");
 
     let empty = site.get("/empty/").await;
@@ -472,6 +481,7 @@ async fn precompressed_siblings_are_chosen_by_accept_encoding() {
 
     // A sibling added later is noticed.
     site.write("only-gz.css.br", "brotli css");
+    site.settle().await;
     let reply = site
         .get_with("/only-gz.css", &[("accept-encoding", "br")])
         .await;

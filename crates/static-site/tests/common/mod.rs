@@ -65,6 +65,11 @@ impl TestSite {
         path
     }
 
+    /// Waits until changes made on disk so far are visible to the next request.
+    pub async fn settle(&self) {
+        tokio::time::sleep(static_site::CHANGE_VISIBLE_AFTER).await;
+    }
+
     pub async fn get(&self, remainder: &str) -> Reply {
         self.request(Method::GET, remainder, &[]).await
     }
