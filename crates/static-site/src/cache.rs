@@ -18,7 +18,7 @@ use std::collections::hash_map::Entry as MapEntry;
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::ffi::OsString;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use bytes::Bytes;
@@ -152,7 +152,7 @@ impl Dependency {
 pub(crate) struct Cache {
     state: RwLock<State>,
     /// Requests answered from memory, counted outside the lock.
-    hits: AtomicU64,
+    hits: StripedCounter,
     /// Requests that had to go to the file system.
     misses: AtomicU64,
     /// The eviction clock; advanced by inserts and read by hits.
@@ -183,26 +183,40 @@ impl Cache {
     pub(crate) fn new(max_total: u64) -> Self {
         Cache {
             state: RwLock::new(State::default()),
-            hits: AtomicU64::new(0),
+            hits: StripedCounter::default(),
             misses: AtomicU64::new(0),
             clock: AtomicU64::new(0),
             max_total,
         }
     }
 
-    /// Looks up `key` without counting a hit or miss (the caller knows which it turned out to be).
-    pub(crate) fn get(&self, key: &str) -> Option<Arc<Entry>> {
-        let entry = self.read().entries.get(key).cloned()?;
+    /// Runs `answer` on the entry under `key`, if any, without counting a hit or miss (the caller knows
+    /// which it turned out to be).
+    ///
+    /// `answer` runs under the read lock, so a hit needs no reference count of its own on the entry: on
+    /// a hot file every such count is a cache line bouncing between cores.
+    pub(crate) fn with_entry<R>(
+        &self,
+        key: &str,
+        answer: impl FnOnce(&Arc<Entry>) -> R,
+    ) -> Option<R> {
+        let state = self.read();
+        let entry = state.entries.get(key)?;
         let now = self.clock.load(Ordering::Relaxed);
         // Skipping the store when nothing changes keeps a hot entry's cache line shared between cores.
         if entry.last_used.load(Ordering::Relaxed) != now {
             entry.last_used.store(now, Ordering::Relaxed);
         }
-        Some(entry)
+        Some(answer(entry))
+    }
+
+    #[cfg(test)]
+    pub(crate) fn get(&self, key: &str) -> Option<Arc<Entry>> {
+        self.with_entry(key, Arc::clone)
     }
 
     pub(crate) fn record_hit(&self) {
-        self.hits.fetch_add(1, Ordering::Relaxed);
+        self.hits.add_one();
     }
 
     pub(crate) fn record_miss(&self) {
@@ -315,7 +329,7 @@ impl Cache {
         CacheStats {
             entries: state.entries.len(),
             bytes: state.bytes,
-            hits: self.hits.load(Ordering::Relaxed),
+            hits: self.hits.sum(),
             misses: self.misses.load(Ordering::Relaxed),
         }
     }
@@ -328,6 +342,37 @@ impl Cache {
 
     fn write(&self) -> RwLockWriteGuard<'_, State> {
         self.state.write().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+/// A counter split over cache lines, each thread adding to its own, so counting hits on two cores
+/// does not make them fight over one line.
+#[derive(Debug, Default)]
+struct StripedCounter {
+    stripes: [PaddedCounter; STRIPES],
+}
+
+const STRIPES: usize = 16;
+
+#[derive(Debug, Default)]
+#[repr(align(128))]
+struct PaddedCounter(AtomicU64);
+
+impl StripedCounter {
+    fn add_one(&self) {
+        static NEXT_STRIPE: AtomicUsize = AtomicUsize::new(0);
+        thread_local! {
+            static STRIPE: usize = NEXT_STRIPE.fetch_add(1, Ordering::Relaxed) % STRIPES;
+        }
+        let stripe = STRIPE.with(|stripe| *stripe);
+        self.stripes[stripe].0.fetch_add(1, Ordering::Relaxed);
+    }
+
+    fn sum(&self) -> u64 {
+        self.stripes
+            .iter()
+            .map(|stripe| stripe.0.load(Ordering::Relaxed))
+            .sum()
     }
 }
 

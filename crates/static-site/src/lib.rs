@@ -237,18 +237,25 @@ impl StaticSite {
         if let Some(watcher) = &inner.watcher {
             watcher.sync_if_due();
         }
-        let mut stale = None;
-        if let Some(entry) = inner.cache.get(remainder) {
+        let looked_up = inner.cache.with_entry(remainder, |entry| {
             let fresh = match &entry.validation {
                 Validation::Watched => true,
                 Validation::Revalidate { next_check, .. } => !inner.claim_revalidation(next_check),
             };
             if fresh {
-                inner.cache.record_hit();
-                return from_entry(method, headers, &entry);
+                Ok(from_entry(method, headers, entry))
+            } else {
+                Err(Arc::clone(entry))
             }
-            stale = Some(entry);
-        }
+        });
+        let stale = match looked_up {
+            Some(Ok(response)) => {
+                inner.cache.record_hit();
+                return response;
+            }
+            Some(Err(stale)) => Some(stale),
+            None => None,
+        };
         inner.cache.record_miss();
         self.miss(method, remainder, headers, stale).await
     }

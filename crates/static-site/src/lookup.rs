@@ -357,19 +357,33 @@ fn is_hidden(path: &Path) -> bool {
 }
 
 /// The `Content-Type` for a file name; text types are declared UTF-8.
+///
+/// Common types are static header values, whose clones share no reference count between threads.
 fn content_type(path: &Path) -> HeaderValue {
-    let mime = mime_guess::from_path(path).first_or_octet_stream();
-    let essence = mime.essence_str();
-    let textual = essence.starts_with("text/")
-        || matches!(
-            essence,
-            "application/javascript" | "application/json" | "application/xml" | "image/svg+xml"
-        );
-    if textual {
-        header_value(format!("{essence}; charset=utf-8"))
-    } else {
-        header_value(essence.to_owned())
-    }
+    let essence = mime_guess::from_path(path)
+        .first_raw()
+        .unwrap_or("application/octet-stream");
+    let with_charset = match essence {
+        "text/html" => Some("text/html; charset=utf-8"),
+        "text/css" => Some("text/css; charset=utf-8"),
+        "text/javascript" | "application/javascript" => Some("text/javascript; charset=utf-8"),
+        "text/plain" => Some("text/plain; charset=utf-8"),
+        "text/xml" => Some("text/xml; charset=utf-8"),
+        "text/csv" => Some("text/csv; charset=utf-8"),
+        "application/json" => Some("application/json; charset=utf-8"),
+        "application/xml" => Some("application/xml; charset=utf-8"),
+        "image/svg+xml" => Some("image/svg+xml; charset=utf-8"),
+        _ => None,
+    };
+    let text = match with_charset {
+        Some(text) => text,
+        None if essence.starts_with("text/") => {
+            return header_value(format!("{essence}; charset=utf-8"));
+        }
+        None => essence,
+    };
+    HeaderValue::from_maybe_shared(Bytes::from_static(text.as_bytes()))
+        .unwrap_or_else(|_| HeaderValue::from_static("application/octet-stream"))
 }
 
 /// Errors that mean "there is no such file here" rather than a failure.
