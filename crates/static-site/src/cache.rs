@@ -3,8 +3,8 @@
 //! Keying on the raw remainder lets a hit skip decoding and every file system call. An entry holds the
 //! bytes of the file and of its precompressed siblings with their prebuilt header values, and says how it
 //! stays valid:
-//! - `Validation::Watched`: it depends on inotify-watched directories (`Dependency`); the watcher's
-//!   changes remove it. A miss records the change sequence number before it sets up watches and reads the
+//! - `Validation::Watched`: it depends on names in inotify-watched directories (`Dependency`); the
+//!   watcher's changes remove it. A miss records the change sequence number before it sets up watches and reads the
 //!   file, and an entry is only inserted if no change logged since then touches its dependencies, so a
 //!   file changed while it was being read is never cached.
 //! - `Validation::Revalidate`: inotify was not available; the file is checked by `stat` at most once per
@@ -116,19 +116,16 @@ pub(crate) struct FileIdentity {
     pub(crate) modified: (i64, i64),
 }
 
-/// A watched directory, and whether any change in it or only a change of one of its entries matters.
+/// An entry of a watched directory whose change (creation, deletion, rename, write, attributes)
+/// invalidates a cached answer: each component of the file's path, the precompressed siblings it may
+/// have, and for a folder request every default document name.
+///
+/// Naming entries, instead of depending on "anything in the file's folder", keeps a log file written
+/// next to `index.html` from flushing it again and again.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub(crate) struct Dependency {
     pub(crate) dir: WatchDescriptor,
-    pub(crate) name: DependencyName,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub(crate) enum DependencyName {
-    /// Any change in the directory (the file's own directory: the file, its siblings, default documents).
-    Any,
-    /// A change of this entry (an ancestor directory: renaming or replacing the next path component).
-    Child(OsString),
+    pub(crate) name: OsString,
 }
 
 impl Dependency {
@@ -136,13 +133,7 @@ impl Dependency {
         match change {
             Change::Overflow => true,
             Change::Dir(dir) => *dir == self.dir,
-            Change::Child(dir, name) => {
-                *dir == self.dir
-                    && match &self.name {
-                        DependencyName::Any => true,
-                        DependencyName::Child(child) => child == name,
-                    }
-            }
+            Change::Child(dir, name) => *dir == self.dir && *name == self.name,
         }
     }
 }
@@ -165,18 +156,12 @@ struct State {
     entries: HashMap<Key, Arc<Entry>>,
     /// The sum of the entries' sizes.
     bytes: u64,
-    /// Which entries depend on each watched directory.
-    index: HashMap<WatchDescriptor, DirIndex>,
+    /// Which entries depend on each name in each watched directory.
+    index: HashMap<WatchDescriptor, HashMap<OsString, HashSet<Key>>>,
     /// Recent changes with their sequence numbers, for checking in-flight inserts.
     changes: VecDeque<(u64, Change)>,
     /// The sequence number the next change gets.
     next_sequence: u64,
-}
-
-#[derive(Debug, Default)]
-struct DirIndex {
-    any: HashSet<Key>,
-    children: HashMap<OsString, HashSet<Key>>,
 }
 
 impl Cache {
@@ -253,12 +238,13 @@ impl Cache {
             Ordering::Relaxed,
         );
         for dependency in &entry.dependencies {
-            let dir = state.index.entry(dependency.dir).or_default();
-            let keys = match &dependency.name {
-                DependencyName::Any => &mut dir.any,
-                DependencyName::Child(name) => dir.children.entry(name.clone()).or_default(),
-            };
-            keys.insert(key.clone());
+            state
+                .index
+                .entry(dependency.dir)
+                .or_default()
+                .entry(dependency.name.clone())
+                .or_default()
+                .insert(key.clone());
         }
         state.bytes += size;
         state.entries.insert(key, entry);
@@ -287,26 +273,13 @@ impl Cache {
                 Change::Dir(dir) => state
                     .index
                     .get(dir)
-                    .map(|index| {
-                        index
-                            .any
-                            .iter()
-                            .chain(index.children.values().flatten())
-                            .cloned()
-                            .collect()
-                    })
+                    .map(|names| names.values().flatten().cloned().collect())
                     .unwrap_or_default(),
                 Change::Child(dir, name) => state
                     .index
                     .get(dir)
-                    .map(|index| {
-                        index
-                            .any
-                            .iter()
-                            .chain(index.children.get(name).into_iter().flatten())
-                            .cloned()
-                            .collect()
-                    })
+                    .and_then(|names| names.get(name))
+                    .map(|keys| keys.iter().cloned().collect())
                     .unwrap_or_default(),
             };
             for key in doomed {
@@ -411,25 +384,17 @@ impl State {
         };
         self.bytes -= entry.size();
         for dependency in &entry.dependencies {
-            let MapEntry::Occupied(mut dir) = self.index.entry(dependency.dir) else {
+            let MapEntry::Occupied(mut names) = self.index.entry(dependency.dir) else {
                 continue;
             };
-            match &dependency.name {
-                DependencyName::Any => {
-                    dir.get_mut().any.remove(&key);
-                }
-                DependencyName::Child(name) => {
-                    if let MapEntry::Occupied(mut keys) = dir.get_mut().children.entry(name.clone())
-                    {
-                        keys.get_mut().remove(&key);
-                        if keys.get().is_empty() {
-                            keys.remove();
-                        }
-                    }
+            if let MapEntry::Occupied(mut keys) = names.get_mut().entry(dependency.name.clone()) {
+                keys.get_mut().remove(&key);
+                if keys.get().is_empty() {
+                    keys.remove();
                 }
             }
-            if dir.get().any.is_empty() && dir.get().children.is_empty() {
-                dir.remove();
+            if names.get().is_empty() {
+                names.remove();
             }
         }
     }
@@ -485,17 +450,10 @@ mod tests {
         ))
     }
 
-    fn any(dir: WatchDescriptor) -> Dependency {
-        Dependency {
-            dir,
-            name: DependencyName::Any,
-        }
-    }
-
     fn child(dir: WatchDescriptor, name: &str) -> Dependency {
         Dependency {
             dir,
-            name: DependencyName::Child(name.into()),
+            name: name.into(),
         }
     }
 
@@ -503,21 +461,29 @@ mod tests {
     fn changes_remove_exactly_the_dependent_entries() {
         let dirs = dirs();
         let cache = Cache::new(1 << 20);
-        assert!(cache.insert("/a/x", entry(1, vec![any(dirs.a), child(dirs.b, "a")]), 0));
-        assert!(cache.insert("/b/y", entry(1, vec![any(dirs.b)]), 0));
+        let x = vec![child(dirs.a, "x"), child(dirs.b, "a")];
+        assert!(cache.insert("/a/x", entry(1, x), 0));
+        assert!(cache.insert("/b/y", entry(1, vec![child(dirs.b, "y")]), 0));
         assert!(cache.insert("/c", entry(1, vec![child(dirs.b, "c")]), 0));
 
         cache.apply(&[Change::Child(dirs.b, "unrelated".into())]);
-        assert!(cache.get("/a/x").is_some());
-        assert!(cache.get("/b/y").is_none(), "any change in b touches /b/y");
-        assert!(cache.get("/c").is_some());
+        assert_eq!(
+            cache.stats().entries,
+            3,
+            "an unrelated name touches nothing"
+        );
 
+        cache.apply(&[Change::Child(dirs.b, "y".into())]);
+        assert!(cache.get("/b/y").is_none());
         cache.apply(&[Change::Child(dirs.b, "a".into())]);
-        assert!(cache.get("/a/x").is_none());
+        assert!(
+            cache.get("/a/x").is_none(),
+            "its folder was renamed or replaced"
+        );
         assert!(cache.get("/c").is_some());
 
         cache.apply(&[Change::Dir(dirs.b)]);
-        assert!(cache.get("/c").is_none());
+        assert!(cache.get("/c").is_none(), "the folder itself changed");
         assert_eq!(cache.stats().entries, 0);
         assert_eq!(cache.stats().bytes, 0);
         assert!(cache.read().index.is_empty(), "the index is cleaned up");
@@ -530,19 +496,19 @@ mod tests {
         let since = cache.change_sequence();
         cache.apply(&[Change::Child(dirs.a, "other".into())]);
         assert!(
-            cache.insert("/b/y", entry(1, vec![any(dirs.b)]), since),
+            cache.insert("/b/y", entry(1, vec![child(dirs.b, "y")]), since),
             "a change elsewhere does not matter"
         );
         assert!(
-            !cache.insert("/a/x", entry(1, vec![any(dirs.a)]), since),
-            "a change in the file's directory while it was read does"
+            !cache.insert("/a/x", entry(1, vec![child(dirs.a, "other")]), since),
+            "a change of a dependency while the file was read does"
         );
         let since = cache.change_sequence();
-        assert!(cache.insert("/a/x", entry(1, vec![any(dirs.a)]), since));
+        assert!(cache.insert("/a/x", entry(1, vec![child(dirs.a, "other")]), since));
 
         let since = cache.change_sequence();
         cache.flush();
-        assert!(!cache.insert("/b/y", entry(1, vec![any(dirs.b)]), since));
+        assert!(!cache.insert("/b/y", entry(1, vec![child(dirs.b, "y")]), since));
     }
 
     #[test]
@@ -554,7 +520,7 @@ mod tests {
             .map(|i| Change::Child(dirs.b, i.to_string().into()))
             .collect();
         cache.apply(&noise);
-        assert!(!cache.insert("/a/x", entry(1, vec![any(dirs.a)]), since));
+        assert!(!cache.insert("/a/x", entry(1, vec![child(dirs.a, "x")]), since));
     }
 
     #[test]
@@ -562,10 +528,10 @@ mod tests {
         let dirs = dirs();
         let cache = Cache::new(100);
         for name in ["/1", "/2", "/3"] {
-            assert!(cache.insert(name, entry(30, vec![any(dirs.a)]), 0));
+            assert!(cache.insert(name, entry(30, vec![child(dirs.a, "x")]), 0));
         }
         assert!(cache.get("/1").is_some());
-        assert!(cache.insert("/4", entry(30, vec![any(dirs.a)]), 0));
+        assert!(cache.insert("/4", entry(30, vec![child(dirs.a, "x")]), 0));
         assert!(cache.get("/2").is_none(), "the oldest unused entry went");
         assert!(cache.get("/1").is_some());
         assert!(cache.stats().bytes <= 100);

@@ -23,9 +23,7 @@ use http::HeaderValue;
 use nix::errno::Errno;
 use nix::fcntl::OFlag;
 
-use crate::cache::{
-    CachedVariant, Dependency, DependencyName, Entry, FileIdentity, Fingerprint, Validation,
-};
+use crate::cache::{CachedVariant, Dependency, Entry, FileIdentity, Fingerprint, Validation};
 use crate::negotiate::{Encoding, Preference};
 use crate::request_path::RequestPath;
 use crate::response::{Representation, header_value};
@@ -47,6 +45,9 @@ pub(crate) struct Found {
     pub(crate) content_type: HeaderValue,
     /// The file first, then the siblings that exist, as `stat` saw them.
     pub(crate) variants: Vec<FoundVariant>,
+    /// Paths whose creation would change the answer: absent siblings, and for a folder request every
+    /// default document.
+    pub(crate) may_appear: Vec<PathBuf>,
 }
 
 #[derive(Debug)]
@@ -104,12 +105,20 @@ pub(crate) fn resolve(settings: &Settings<'_>, path: &RequestPath) -> io::Result
         Ok(None) => return Ok(Resolution::NotFound),
         Err(error) => return classify(error),
     };
+    // Paths that may not exist but whose appearance would change the answer.
+    let mut may_appear = Vec::new();
     let (lexical, canonical, metadata) = if metadata.is_dir() {
         if !path.trailing_slash {
             // `./` keeps a segment such as `a:b` from reading as a URI scheme.
             let last = path.last_raw_segment.as_deref().unwrap_or("");
             return Ok(Resolution::Redirect(format!("./{last}/")));
         }
+        may_appear.extend(
+            settings
+                .default_documents
+                .iter()
+                .map(|document| lexical.join(document)),
+        );
         match default_document(settings, &lexical)? {
             Some(found) => found,
             None => return Ok(Resolution::NotFound),
@@ -137,14 +146,15 @@ pub(crate) fn resolve(settings: &Settings<'_>, path: &RequestPath) -> io::Result
                 canonical,
                 metadata,
             }),
-            Ok(_) => {}
-            Err(error) if is_absence(&error) => {}
+            Ok(_) => may_appear.push(sibling),
+            Err(error) if is_absence(&error) => may_appear.push(sibling),
             Err(error) => return classify(error),
         }
     }
     Ok(Resolution::File(Found {
         content_type: content_type(&lexical),
         variants,
+        may_appear,
     }))
 }
 
@@ -192,7 +202,7 @@ fn read_entry(settings: &Settings<'_>, found: &Found) -> io::Result<Option<Entry
     // Watches go up before the files are read, so a change during the read is seen (see `cache`).
     let watched = settings
         .watcher
-        .and_then(|watcher| watch_dependencies(watcher, settings.root, &found.variants));
+        .and_then(|watcher| watch_dependencies(watcher, settings.root, found));
     let mut variants = Vec::with_capacity(found.variants.len());
     let mut identities = Vec::with_capacity(found.variants.len());
     for variant in &found.variants {
@@ -232,26 +242,29 @@ fn read_entry(settings: &Settings<'_>, found: &Found) -> io::Result<Option<Entry
     )))
 }
 
-/// Watches every directory whose change could alter the answer: for each variant, along both its
-/// requested and its canonical path, the file's own directory (any change) and each ancestor up to the
-/// root (a change of the next component). `None` if a watch cannot be set up (e.g. the user's watch
-/// limit is reached); the entry is then revalidated by `stat`.
-fn watch_dependencies(
-    watcher: &Watcher,
-    root: &Path,
-    variants: &[FoundVariant],
-) -> Option<Vec<Dependency>> {
+/// Watches the directories along every path the answer depends on, each for the name of the next path
+/// component: for each variant its requested and its canonical path (so renaming or replacing any
+/// folder on the way is noticed, and a symlink's target as well as the link), and the paths in
+/// `may_appear`. `None` if a watch cannot be set up (e.g. the user's watch limit is reached); the entry
+/// is then revalidated by `stat`.
+fn watch_dependencies(watcher: &Watcher, root: &Path, found: &Found) -> Option<Vec<Dependency>> {
     let mut descriptors = HashMap::new();
     let mut dependencies = Vec::new();
-    for path in variants
+    let existing = found
+        .variants
         .iter()
         .flat_map(|variant| [&variant.lexical, &variant.canonical])
-    {
-        for (dir, name) in dependency_dirs(root, path) {
+        .map(|path| (path, true));
+    let possible = found.may_appear.iter().map(|path| (path, false));
+    for (path, exists) in existing.chain(possible) {
+        for (dir, name) in path_steps(root, path) {
             let descriptor = match descriptors.get(&dir) {
                 Some(descriptor) => *descriptor,
                 None => match watcher.watch(&dir) {
                     Ok(descriptor) => *descriptors.entry(dir).or_insert(descriptor),
+                    // A folder on a path that may appear later does not exist yet: the step before
+                    // already depends on its name, so its creation is noticed.
+                    Err(Errno::ENOENT | Errno::ENOTDIR) if !exists => break,
                     Err(errno) => {
                         tracing::debug!(dir = %dir.display(), error = %errno, "cannot watch directory, revalidating by stat");
                         return None;
@@ -270,23 +283,18 @@ fn watch_dependencies(
     Some(dependencies)
 }
 
-/// The directories from `root` down to `path`'s parent, each with what in it matters.
-fn dependency_dirs(root: &Path, path: &Path) -> Vec<(PathBuf, DependencyName)> {
+/// The steps from `root` down to `path`: each folder on the way with the name of the next component.
+fn path_steps(root: &Path, path: &Path) -> Vec<(PathBuf, OsString)> {
     let Ok(relative) = path.strip_prefix(root) else {
         return Vec::new();
     };
-    let components: Vec<OsString> = relative.iter().map(|c| c.to_os_string()).collect();
     let mut dir = root.to_path_buf();
-    let mut dirs = Vec::with_capacity(components.len());
-    for (position, component) in components.iter().enumerate() {
-        if position + 1 == components.len() {
-            dirs.push((dir.clone(), DependencyName::Any));
-        } else {
-            dirs.push((dir.clone(), DependencyName::Child(component.clone())));
-            dir.push(component);
-        }
+    let mut steps = Vec::new();
+    for component in relative {
+        steps.push((dir.clone(), component.to_os_string()));
+        dir.push(component);
     }
-    dirs
+    steps
 }
 
 /// The first default document in directory `dir` that is a regular file inside the root.
@@ -413,27 +421,22 @@ mod tests {
     use super::*;
 
     #[test]
-    fn dependency_dirs_cover_the_path_down_from_the_root() {
+    fn path_steps_cover_the_path_down_from_the_root() {
         let root = Path::new("/srv/site");
+        let step = |dir: &str, name: &str| (PathBuf::from(dir), OsString::from(name));
         assert_eq!(
-            dependency_dirs(root, Path::new("/srv/site/a/b/c.txt")),
+            path_steps(root, Path::new("/srv/site/a/b/c.txt")),
             [
-                (
-                    PathBuf::from("/srv/site"),
-                    DependencyName::Child("a".into())
-                ),
-                (
-                    PathBuf::from("/srv/site/a"),
-                    DependencyName::Child("b".into())
-                ),
-                (PathBuf::from("/srv/site/a/b"), DependencyName::Any),
+                step("/srv/site", "a"),
+                step("/srv/site/a", "b"),
+                step("/srv/site/a/b", "c.txt"),
             ]
         );
         assert_eq!(
-            dependency_dirs(root, Path::new("/srv/site/index.html")),
-            [(PathBuf::from("/srv/site"), DependencyName::Any)]
+            path_steps(root, Path::new("/srv/site/index.html")),
+            [step("/srv/site", "index.html")]
         );
-        assert!(dependency_dirs(root, Path::new("/elsewhere/x")).is_empty());
+        assert!(path_steps(root, Path::new("/elsewhere/x")).is_empty());
     }
 
     #[test]

@@ -134,6 +134,28 @@ async fn the_whole_root_swapped_by_renames_is_noticed() {
 }
 
 #[tokio::test]
+async fn unrelated_changes_next_to_a_cached_file_keep_it_cached() {
+    let site = TestSite::new();
+    site.write("index.html", "home");
+    site.write("css/site.css", "body{}");
+    for remainder in ["/", "/index.html", "/css/site.css"] {
+        assert_eq!(site.get(remainder).await.status, StatusCode::OK);
+    }
+    site.write("app.log", "line 1\n");
+    site.write("app.log", "line 1\nline 2\n");
+    site.write("css/other.css", "p{}");
+    std::fs::create_dir(site.root().join("uploads")).unwrap();
+    site.settle().await;
+    let before = site.site.cache_stats();
+    for remainder in ["/", "/index.html", "/css/site.css"] {
+        assert_eq!(site.get(remainder).await.status, StatusCode::OK);
+    }
+    let after = site.site.cache_stats();
+    assert_eq!(after.hits, before.hits + 3, "{after:?}");
+    assert_eq!(after.misses, before.misses);
+}
+
+#[tokio::test]
 async fn a_deleted_file_is_404() {
     let site = TestSite::new();
     let path = site.write("gone.txt", "here");
