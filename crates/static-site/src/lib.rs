@@ -39,12 +39,17 @@
 //! reached), cached files are revalidated by `stat` at most once a second instead, so a change may then
 //! take up to a second to show.
 //!
+//! Known limits of the invalidation: a file edited through a hard link in a folder we do not watch is
+//! not noticed; nor is the middle link of a symlink chain that runs through a third folder (we watch the
+//! requested path and the final target). The `stat` fallback cannot tell a rewrite that keeps size,
+//! inode and modification time (same clock tick). `flush_cache` covers all of these.
+//!
 //! # Layout
 //! - `request_path`: decoding and checking the remainder.
 //! - `lookup`: the blocking file system side of a miss: containment, default documents, siblings,
 //!   reading or opening files, which directories to watch.
-//! - `cache`: the entries, their dependencies on watched directories, eviction, statistics.
-//! - `watch`: the process-wide inotify instance, drained on each request.
+//! - `cache`: the entries, their dependencies on names in watched directories, eviction, statistics.
+//! - `watch`: the process-wide inotify instance, drained by requests (at most every 100 µs).
 //! - `negotiate`: `Accept-Encoding`.
 //! - `conditional`: preconditions and byte ranges.
 //! - `response`: representations with prebuilt header values, and the responses themselves.
@@ -127,7 +132,7 @@ pub struct CacheStats {
     pub bytes: u64,
     /// Requests answered from memory.
     pub hits: u64,
-    /// Requests (of GET or HEAD) that went to the file system.
+    /// GET and HEAD requests not answered from memory (including those refused as malformed).
     pub misses: u64,
 }
 
