@@ -67,10 +67,10 @@ pub async fn start(
                 .unwrap_or_else(|| format!("exited with {status} before it was ready"));
             bail!("{}: {reason}", host.name);
         }
-        if host.client.socket().exists() {
-            if let Ok(status) = host.client.status().await {
-                return Ok((host, status));
-            }
+        if host.client.socket().exists()
+            && let Ok(status) = host.client.status().await
+        {
+            return Ok((host, status));
         }
         if tokio::time::Instant::now() >= deadline {
             let _ = host.child.start_kill();
