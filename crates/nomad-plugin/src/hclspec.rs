@@ -5,7 +5,7 @@
 //! needs both its primary and its default; a literal is an HCL expression (strings quoted).
 
 use crate::proto::hclspec::{
-    self as pb, spec::Block as Kind, Attr, Block, BlockList, Literal, Object, Spec,
+    self as pb, Attr, Block, BlockList, Literal, Object, Spec, spec::Block as Kind,
 };
 
 fn spec(kind: Kind) -> Spec {

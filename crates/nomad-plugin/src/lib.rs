@@ -14,6 +14,7 @@
 #![forbid(unsafe_code)]
 
 pub mod cty;
+pub mod hcldec;
 pub mod hclspec;
 pub mod logging;
 pub mod status;
@@ -25,14 +26,14 @@ pub mod transport;
 pub mod proto {
     include!(concat!(env!("OUT_DIR"), "/mod.rs"));
 
-    /// go-plugin's own services (`plugin.GRPCController`, `GRPCBroker`, `GRPCStdio`).
-    pub use self::plugin as goplugin;
     /// Nomad's `BasePlugin` service and its messages.
     pub use self::hashicorp::nomad::plugins::base::proto as base;
     /// Nomad's `Driver` service and its messages.
     pub use self::hashicorp::nomad::plugins::drivers::proto as drivers;
     /// The hcldec spec messages.
-    pub use self::hashicorp::nomad::plugins::shared::hclspec as hclspec;
+    pub use self::hashicorp::nomad::plugins::shared::hclspec;
     /// Shared structs: `Attribute`, `RecoverableError`.
-    pub use self::hashicorp::nomad::plugins::shared::structs as structs;
+    pub use self::hashicorp::nomad::plugins::shared::structs;
+    /// go-plugin's own services (`plugin.GRPCController`, `GRPCBroker`, `GRPCStdio`).
+    pub use self::plugin as goplugin;
 }
