@@ -32,6 +32,7 @@ use crate::process::{self, HostCommand, ProcessIdentity};
 use crate::runtime;
 use crate::state::{DRIVER_STATE_VERSION, DriverState, TaskStore};
 use crate::stats::{self, Sampler};
+use nomad_plugin::transport::MAX_MESSAGE_SIZE;
 
 /// The driver name jobs use (`driver = "iis"`).
 pub const PLUGIN_NAME: &str = "iis";
@@ -39,8 +40,6 @@ pub const PLUGIN_NAME: &str = "iis";
 pub const PLUGIN_API_VERSION: &str = "0.1.0";
 /// Version of the task handles this driver returns (`TaskHandle.version`).
 pub const HANDLE_VERSION: i32 = 1;
-/// Largest gRPC message accepted or sent: Nomad's client uses MaxInt32 limits.
-pub const MAX_MESSAGE_SIZE: usize = i32::MAX as usize;
 
 /// Used when Nomad sends no kill timeout (its own default `kill_timeout`).
 const DEFAULT_STOP_TIMEOUT: Duration = Duration::from_secs(5);

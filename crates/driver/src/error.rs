@@ -10,7 +10,7 @@ use std::path::PathBuf;
 
 use tonic::{Code, Status};
 
-use crate::status::{fatal, recoverable};
+use nomad_plugin::status::{fatal, recoverable};
 
 /// Everything that can go wrong in a driver RPC.
 #[derive(Debug, thiserror::Error)]

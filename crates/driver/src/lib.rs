@@ -35,7 +35,6 @@ pub mod process;
 pub mod runtime;
 pub mod state;
 pub mod stats;
-mod status;
 
 pub use driver::{
     DriverOptions, HANDLE_VERSION, IisDriver, ManagementApi, PLUGIN_API_VERSION, PLUGIN_NAME,

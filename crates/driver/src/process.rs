@@ -14,9 +14,9 @@ use std::process::Stdio;
 use nix::sys::signal::{self, Signal};
 use nix::unistd::Pid;
 
-/// Environment variable go-plugin uses to recognise a launch by Nomad. A host must not see it:
-/// a host that inherited it could be mistaken for a plugin instance.
-pub const MAGIC_COOKIE_KEY: &str = "NOMAD_PLUGIN_MAGIC_COOKIE";
+// Nomad's magic cookie variable. A host must not inherit it: a host that had it could be
+// mistaken for a plugin instance.
+use nomad_plugin::transport::MAGIC_COOKIE_KEY;
 
 /// How to start a site host: `program args… --runtime-dir DIR`.
 #[derive(Debug, Clone, PartialEq, Eq)]
