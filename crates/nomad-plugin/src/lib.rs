@@ -4,12 +4,26 @@
 //! Nomad's plugin protocol (see `shared/docs/nomad-plugin-protocol.md`).
 //!
 //! # Layout
-//! - [`proto`]: the go-plugin and Nomad protos (our own `.proto` files, compiled by protox).
+//! - [`transport`]: the go-plugin side: magic cookie check, handshake line, the h2c gRPC
+//!   server with go-plugin's health, broker, stdio and controller services, SIGINT handling.
+//! - [`logging`]: hclog JSON lines on stderr for `tracing`, through a bounded queue and a
+//!   writer thread, so logging never blocks or panics when nobody reads stderr.
+//! - [`status`]: gRPC error statuses, including the `RecoverableError` detail Nomad reads to
+//!   let a task's restart policy apply.
+//! - [`cty`]: decoding the cty-msgpack values Nomad sends for `config {}` blocks.
 //! - [`hclspec`]: a builder for the hcldec specs a plugin returns from `ConfigSchema`.
+//! - [`proto`]: the go-plugin and Nomad protos (our own `.proto` files, compiled by protox).
+//!
+//! # Typical use
+//! A driver binary checks [`transport::launched_by_nomad`], calls [`logging::init_hclog`] and
+//! [`transport::ignore_sigint`], builds its `BasePlugin`/`Driver` servers with
+//! [`transport::MAX_MESSAGE_SIZE`] limits, and hands them to [`transport::serve`].
 //!
 //! # Errors
-//! Library functions return concrete error types naming what failed; gRPC status mapping is
-//! left to the driver that uses the SDK.
+//! Each module returns its own `thiserror` enum naming what failed (the path, port or
+//! setting). Mapping a driver's errors to gRPC statuses is left to the driver, with
+//! [`status`] providing the recoverable/fatal constructors. Nothing here panics on input
+//! from outside; logging swallows its own I/O errors because it has nowhere to report them.
 
 #![forbid(unsafe_code)]
 

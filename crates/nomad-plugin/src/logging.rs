@@ -42,9 +42,8 @@ pub const DEFAULT_FILTER_ENV: &str = "RUST_LOG";
 pub const MAX_VALUE_BYTES: usize = 16 * 1024;
 
 /// The hclog timestamp layout; UTC is written as `Z`, as Go's `Z07:00` does.
-const TIMESTAMP_FORMAT: &[FormatItem<'static>] = format_description!(
-    "[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:6]Z"
-);
+const TIMESTAMP_FORMAT: &[FormatItem<'static>] =
+    format_description!("[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:6]Z");
 
 /// Errors of the logging setup.
 #[derive(Debug, thiserror::Error)]
@@ -102,9 +101,9 @@ pub fn init_hclog_with(config: HclogConfig) -> Result<LogSink, LoggingError> {
     {
         Some((name, value)) => builder.parse(&value).unwrap_or_else(|err| {
             filter_problem = Some((name.to_owned(), value.clone(), err.to_string()));
-            builder.parse_lossy("")
+            default_filter(&builder, config.default_level)
         }),
-        None => builder.parse_lossy(""),
+        None => default_filter(&builder, config.default_level),
     };
     let subscriber =
         tracing_subscriber::registry().with(HclogLayer::new(sink.clone()).with_filter(filter));
@@ -119,6 +118,26 @@ pub fn init_hclog_with(config: HclogConfig) -> Result<LogSink, LoggingError> {
         );
     }
     Ok(sink)
+}
+
+/// Crates whose debug output is per HTTP/2 frame or per poll: capped at `info` unless a filter
+/// from the environment asks for more, so a plugin at debug level does not flood Nomad's log.
+const CHATTY_DEPENDENCIES: [&str; 5] = ["h2", "hyper", "hyper_util", "tower", "tonic"];
+
+/// `default_level` for everything, except [`CHATTY_DEPENDENCIES`] at `info` at most.
+fn default_filter(
+    builder: &tracing_subscriber::filter::Builder,
+    default_level: Level,
+) -> EnvFilter {
+    let mut filter = builder.parse_lossy("");
+    if default_level > Level::INFO {
+        for target in CHATTY_DEPENDENCIES {
+            if let Ok(directive) = format!("{target}=info").parse() {
+                filter = filter.add_directive(directive);
+            }
+        }
+    }
+    filter
 }
 
 /// Formats a time in the hclog layout, in UTC.
@@ -408,8 +427,9 @@ impl LogSink {
         self.handle.shared.dropped.load(Ordering::Relaxed)
     }
 
-    /// Waits until every queued line has been handed to the writer, or `timeout` passes.
-    /// Returns whether the queue was emptied in time.
+    /// Waits until every queued line has been written (or discarded after a permanent write
+    /// error), or `timeout` passes. Returns whether that happened in time. Call it before the
+    /// process exits, since the writer thread does not outlive `main`.
     pub fn flush(&self, timeout: Duration) -> bool {
         let shared = &self.handle.shared;
         let deadline = Instant::now() + timeout;

@@ -16,7 +16,8 @@ use tonic::{Code, Status};
 use crate::proto::structs::RecoverableError;
 
 /// The fully qualified protobuf name of Nomad's recoverable-error detail.
-pub const RECOVERABLE_ERROR_TYPE_NAME: &str = "hashicorp.nomad.plugins.shared.structs.RecoverableError";
+pub const RECOVERABLE_ERROR_TYPE_NAME: &str =
+    "hashicorp.nomad.plugins.shared.structs.RecoverableError";
 
 /// The `google.protobuf.Any` type URL under which the recoverable-error detail is attached.
 pub const RECOVERABLE_ERROR_TYPE_URL: &str =
