@@ -1,1 +1,158 @@
-//! placeholder
+//! The per-task site host: the process `nomad_iis host --runtime-dir DIR` that serves one Nomad
+//! task's IIS-style site — its bindings (HTTP, HTTPS with SNI), its applications under path
+//! aliases, and their application pools — and takes commands on a unix control socket.
+//!
+//! The host knows nothing of Nomad or of job files: the driver (or `nomad_iis run`) resolves
+//! everything into a [`control::HostSpec`] and writes it to `DIR/spec.json`.
+//!
+//! # Entry points
+//! - [`run_from_runtime_dir`]: the process entry point; builds its own tokio runtime, handles
+//!   signals, writes `DIR/exit.json`, returns the exit code.
+//! - [`run`]: start, serve until a shutdown future resolves, drain; for tests and in-process use.
+//! - [`Host`] / [`HostHandle`]: the same in steps, with status and commands.
+//!
+//! # Layout
+//! - `plan`: checks the spec and groups bindings into listeners.
+//! - `tls`: certificates (PEM, PFX, self-signed), the SNI resolver, rustls configuration.
+//! - `placeholder`: creates application folders and fills empty ones.
+//! - `router`: host header and path alias → application, virtual directory, remainder.
+//! - `pool`: pool state machine, admission and in-flight counting, the static backend.
+//! - `server`: binding, accept loops, HTTP/1.1 + HTTP/2, the request handler, draining.
+//! - `access_log`: the access log line and the body wrapper that writes it.
+//! - `log_sink`: non-blocking line output to FIFOs and files.
+//! - `control_server`: the unix-socket control API.
+//! - `host`: start-up order, shared state, commands, shutdown.
+//! - `static_stub`: stand-in for the `static-site` crate until it lands.
+//!
+//! # Errors
+//! Start-up failures are a [`StartupError`] whose message names the spec field, file or
+//! address, and whose [`StartupError::exit_code`] is the process exit code: 0 graceful stop,
+//! 1 anything else, 2 bad spec or certificate, 3 an address that could not be bound. Once
+//! running, nothing stops the host but a shutdown: a failing connection, certificate
+//! handshake or log target is logged (the task's stderr) and the host keeps serving. Control
+//! commands answer errors as `Reply::Error` and change nothing.
+//!
+//! # Signals
+//! SIGTERM and SIGINT drain and exit 0, with the largest `shutdown_time_limit` of the pools as
+//! grace, at most [`MAX_SIGNAL_GRACE`]; SIGHUP recycles every pool.
+
+#![forbid(unsafe_code)]
+
+mod access_log;
+mod control_server;
+mod error;
+mod host;
+mod log_sink;
+mod placeholder;
+mod plan;
+mod pool;
+mod router;
+mod server;
+mod static_stub;
+mod tls;
+
+use std::path::Path;
+
+use control::{Command, ExitRecord, HostSpec};
+use tokio::signal::unix::{SignalKind, signal};
+
+pub use error::{EXIT_BIND, EXIT_CONFIG, EXIT_FAILURE, EXIT_OK, StartupError};
+pub use host::{Host, HostHandle, MAX_SIGNAL_GRACE, run};
+pub use tls::{CertificateError, SniResolver, load_certificate};
+
+/// Reads `DIR/spec.json`, runs the host until it is shut down, writes `DIR/exit.json` and
+/// returns the exit code. Builds a multi-threaded tokio runtime with one worker per core.
+pub fn run_from_runtime_dir(dir: &Path) -> i32 {
+    let workers = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let record = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(workers)
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime.block_on(run_process(dir)),
+        Err(e) => ExitRecord {
+            code: EXIT_FAILURE,
+            reason: format!("cannot start the async runtime: {e}"),
+        },
+    };
+    if let Err(e) = write_exit_record(dir, &record) {
+        tracing::error!(error = %e, "cannot write the exit record");
+    }
+    record.code
+}
+
+/// Reads and decodes `DIR/spec.json`.
+pub fn read_spec(dir: &Path) -> Result<HostSpec, StartupError> {
+    let path = dir.join(control::SPEC_FILE);
+    let bytes = std::fs::read(&path).map_err(|e| StartupError::SpecUnreadable {
+        reason: error::describe_io(&e),
+        path: path.clone(),
+    })?;
+    serde_json::from_slice(&bytes).map_err(|e| StartupError::SpecInvalid {
+        path,
+        detail: e.to_string(),
+    })
+}
+
+/// Writes `DIR/exit.json` atomically (temporary file, then rename), so a reader never sees half.
+pub fn write_exit_record(dir: &Path, record: &ExitRecord) -> std::io::Result<()> {
+    let json = serde_json::to_vec(record).map_err(std::io::Error::other)?;
+    let partial = dir.join(format!("{}.partial", control::EXIT_RECORD));
+    std::fs::write(&partial, json)?;
+    std::fs::rename(&partial, dir.join(control::EXIT_RECORD))
+}
+
+async fn run_process(dir: &Path) -> ExitRecord {
+    let spec = match read_spec(dir) {
+        Ok(spec) => spec,
+        Err(error) => return error.to_exit_record(),
+    };
+    // Installed before start-up, so a SIGTERM during it does not kill the host unrecorded.
+    let signals = match (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+        signal(SignalKind::hangup()),
+    ) {
+        (Ok(term), Ok(int), Ok(hup)) => (term, int, hup),
+        (Err(e), _, _) | (_, Err(e), _) | (_, _, Err(e)) => {
+            return ExitRecord {
+                code: EXIT_FAILURE,
+                reason: format!("cannot install signal handlers: {e}"),
+            };
+        }
+    };
+    let host = match Host::start(spec).await {
+        Ok(host) => host,
+        Err(error) => return error.to_exit_record(),
+    };
+    let handle = host.handle();
+    let watcher = tokio::spawn(watch_signals(handle, signals));
+    let record = host.wait().await;
+    watcher.abort();
+    record
+}
+
+async fn watch_signals(
+    handle: HostHandle,
+    (mut term, mut int, mut hup): (
+        tokio::signal::unix::Signal,
+        tokio::signal::unix::Signal,
+        tokio::signal::unix::Signal,
+    ),
+) {
+    loop {
+        let name = tokio::select! {
+            _ = term.recv() => "SIGTERM",
+            _ = int.recv() => "SIGINT",
+            _ = hup.recv() => {
+                if let control::Reply::Error { message } =
+                    handle.apply(&Command::RecyclePool { pool: None })
+                {
+                    tracing::warn!("SIGHUP recycle failed: {message}");
+                }
+                continue;
+            }
+        };
+        handle.request_shutdown(handle.default_grace(), format!("stopped by signal {name}"));
+    }
+}

@@ -1,0 +1,279 @@
+//! Application pools: the IIS state machine (Starting, Started, Stopping, Stopped), admission
+//! of requests with in-flight counting, recycling, and the backend that answers requests.
+//!
+//! State rules:
+//! - **start**: a Stopped or Stopping pool becomes Started (a static backend is ready at
+//!   once, so Starting is never observable for it). Starting a Started pool changes nothing.
+//! - **stop**: a Started pool stops admitting requests. With nothing in flight it is Stopped at
+//!   once; otherwise it is Stopping until its in-flight requests finish or its
+//!   `shutdown_time_limit` passes, then Stopped. A stopped pool's requests get a 503 (HttpLevel)
+//!   or lose their connection (TcpLevel); requests already admitted always finish.
+//! - **recycle**: a static backend builds fresh file sites (re-reading their configuration,
+//!   which also empties their caches) and swaps them in; in-flight requests finish on the old
+//!   ones. The state does not change. A recycle that cannot build every new site changes
+//!   nothing. [`PreparedRecycle`] splits this in two so that "recycle all pools" is all or
+//!   nothing as well.
+//!
+//! The backend is a [`PoolBackend`]. Today every pool is [`PoolBackend::Static`]; pools with
+//! worker processes (started on demand, proxied to, recycled overlapped, with idle timeout and
+//! rapid-fail protection) become a second variant, and the state machine above drives them
+//! through the same `start`/`stop`/`recycle` entry points.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, RwLock};
+
+use control::{PoolSpec, PoolState, PoolStatus, UnavailableResponse};
+use http::{HeaderMap, Method, Response};
+use tokio::sync::watch;
+
+use crate::static_stub as static_site;
+
+pub(crate) use static_site::Body;
+
+/// Where one served folder sits in the spec: application index, virtual directory index.
+pub(crate) type SiteKey = (usize, Option<usize>);
+
+/// One pool of this host.
+#[derive(Debug)]
+pub(crate) struct Pool {
+    /// The pool's settings, IIS defaults applied.
+    spec: PoolSpec,
+    /// State, counters and the stop generation; one lock so admission and stop agree.
+    control: Mutex<PoolControl>,
+    /// Requests admitted and not yet finished; watched by a stop that waits for the drain.
+    in_flight: watch::Sender<usize>,
+    /// What answers the pool's requests.
+    backend: PoolBackend,
+}
+
+#[derive(Debug)]
+struct PoolControl {
+    state: PoolState,
+    recycles: u64,
+    /// Bumped by every start and stop, so a drain that finishes late knows it is stale.
+    generation: u64,
+}
+
+/// What answers a pool's requests.
+#[derive(Debug)]
+pub(crate) enum PoolBackend {
+    /// Files served from the applications' folders by `static-site`.
+    Static(StaticBackend),
+}
+
+/// The file sites of a static pool: one per application root and virtual directory.
+#[derive(Debug)]
+pub(crate) struct StaticBackend {
+    /// Folder of every site, to build fresh sites on recycle.
+    roots: Vec<(SiteKey, PathBuf, String)>,
+    /// The sites serving now; replaced whole on recycle.
+    sites: RwLock<Arc<HashMap<SiteKey, static_site::StaticSite>>>,
+}
+
+/// Whether a request may go to the pool.
+pub(crate) enum Admission {
+    /// Admitted; keep the guard until the response body is finished.
+    Admitted(InFlight),
+    /// The pool does not take requests; answer as configured.
+    Refused(UnavailableResponse),
+}
+
+/// Counts one admitted request until dropped.
+#[derive(Debug)]
+pub(crate) struct InFlight {
+    pool: Arc<Pool>,
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.pool
+            .in_flight
+            .send_modify(|count| *count = count.saturating_sub(1));
+    }
+}
+
+/// New sites built for a recycle, not yet swapped in.
+pub(crate) struct PreparedRecycle {
+    pool: Arc<Pool>,
+    sites: HashMap<SiteKey, static_site::StaticSite>,
+}
+
+/// A folder a static site cannot serve; names the field.
+#[derive(Debug, thiserror::Error)]
+#[error("{field}: {detail}")]
+pub(crate) struct SiteError {
+    /// Spec field of the folder, e.g. `application[0].path`.
+    pub field: String,
+    /// Why.
+    pub detail: String,
+}
+
+impl StaticBackend {
+    /// A backend for these folders: (key, folder, spec field naming the folder).
+    pub fn new(roots: Vec<(SiteKey, PathBuf, String)>) -> Result<Self, SiteError> {
+        let sites = build_sites(&roots)?;
+        Ok(Self {
+            roots,
+            sites: RwLock::new(Arc::new(sites)),
+        })
+    }
+
+    fn current(&self) -> Option<Arc<HashMap<SiteKey, static_site::StaticSite>>> {
+        self.sites.read().ok().map(|s| s.clone())
+    }
+}
+
+fn build_sites(
+    roots: &[(SiteKey, PathBuf, String)],
+) -> Result<HashMap<SiteKey, static_site::StaticSite>, SiteError> {
+    roots
+        .iter()
+        .map(|(key, root, field)| {
+            static_site::StaticSite::new(root.clone(), static_site::Options::default())
+                .map(|site| (*key, site))
+                .map_err(|e| SiteError {
+                    field: field.clone(),
+                    detail: e.to_string(),
+                })
+        })
+        .collect()
+}
+
+impl Pool {
+    /// A started pool.
+    pub fn new(spec: PoolSpec, backend: PoolBackend) -> Arc<Self> {
+        Arc::new(Self {
+            spec,
+            control: Mutex::new(PoolControl {
+                state: PoolState::Started,
+                recycles: 0,
+                generation: 0,
+            }),
+            in_flight: watch::Sender::new(0),
+            backend,
+        })
+    }
+
+    /// Short name.
+    pub fn name(&self) -> &str {
+        &self.spec.name
+    }
+
+    /// Settings.
+    pub fn spec(&self) -> &PoolSpec {
+        &self.spec
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, PoolControl> {
+        // A panic while holding this lock leaves plain data behind; keep serving with it.
+        self.control.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Admits a request if the pool is Started.
+    pub fn admit(self: &Arc<Self>) -> Admission {
+        let control = self.lock();
+        if control.state == PoolState::Started {
+            self.in_flight.send_modify(|count| *count += 1);
+            Admission::Admitted(InFlight { pool: self.clone() })
+        } else {
+            Admission::Refused(self.spec.service_unavailable_response)
+        }
+    }
+
+    /// Starts the pool; see the module documentation.
+    pub fn start(&self) {
+        let mut control = self.lock();
+        if control.state != PoolState::Started {
+            control.generation += 1;
+            control.state = PoolState::Started;
+        }
+    }
+
+    /// Stops the pool; see the module documentation. Must run inside a tokio runtime.
+    pub fn stop(self: &Arc<Self>) {
+        let mut control = self.lock();
+        if matches!(control.state, PoolState::Stopped | PoolState::Stopping) {
+            return;
+        }
+        control.generation += 1;
+        if *self.in_flight.borrow() == 0 {
+            control.state = PoolState::Stopped;
+            return;
+        }
+        control.state = PoolState::Stopping;
+        let generation = control.generation;
+        let pool = self.clone();
+        tokio::spawn(async move {
+            let mut watcher = pool.in_flight.subscribe();
+            let _ = tokio::time::timeout(
+                pool.spec.shutdown_time_limit,
+                watcher.wait_for(|count| *count == 0),
+            )
+            .await;
+            let mut control = pool.lock();
+            if control.generation == generation && control.state == PoolState::Stopping {
+                control.state = PoolState::Stopped;
+            }
+        });
+    }
+
+    /// Builds what a recycle needs without changing anything.
+    pub fn prepare_recycle(self: &Arc<Self>) -> Result<PreparedRecycle, SiteError> {
+        match &self.backend {
+            PoolBackend::Static(backend) => Ok(PreparedRecycle {
+                pool: self.clone(),
+                sites: build_sites(&backend.roots)?,
+            }),
+        }
+    }
+
+    /// This pool's status.
+    pub fn status(&self) -> PoolStatus {
+        let control = self.lock();
+        PoolStatus {
+            name: self.spec.name.clone(),
+            full_name: self.spec.full_name.clone(),
+            state: control.state,
+            worker_pids: Vec::new(),
+            recycles: control.recycles,
+        }
+    }
+
+    /// Answers an admitted request for the site at `key`.
+    pub async fn serve(
+        &self,
+        key: SiteKey,
+        method: &Method,
+        remainder: &str,
+        headers: &HeaderMap,
+    ) -> Option<Response<Body>> {
+        match &self.backend {
+            PoolBackend::Static(backend) => {
+                let sites = backend.current()?;
+                let site = sites.get(&key)?;
+                Some(site.serve(method, remainder, headers).await)
+            }
+        }
+    }
+}
+
+impl PreparedRecycle {
+    /// Swaps the new sites in; the old ones are flushed so requests still holding them do not
+    /// keep stale content alive longer than they must.
+    pub fn commit(self) {
+        match &self.pool.backend {
+            PoolBackend::Static(backend) => {
+                let fresh = Arc::new(self.sites);
+                let old = match backend.sites.write() {
+                    Ok(mut sites) => std::mem::replace(&mut *sites, fresh),
+                    Err(poisoned) => std::mem::replace(&mut *poisoned.into_inner(), fresh),
+                };
+                for site in old.values() {
+                    site.flush_cache();
+                }
+            }
+        }
+        self.pool.lock().recycles += 1;
+    }
+}

@@ -1,0 +1,228 @@
+//! The host as a real process: `run_from_runtime_dir` reading `spec.json`, signals, exit codes
+//! and `exit.json`.
+//!
+//! This file has its own `main` (`harness = false`): run with the environment variable
+//! [`CHILD_ENV`] set to a runtime folder, the binary *is* a host process; otherwise it runs the
+//! tests below, each of which starts this same binary as a host child.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::Duration;
+
+use common::*;
+use control::{ExitRecord, HostStatus};
+use http::StatusCode;
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
+
+const CHILD_ENV: &str = "NOMAD_IIS_HOST_TEST_RUNTIME_DIR";
+
+fn main() {
+    if let Some(dir) = std::env::var_os(CHILD_ENV) {
+        std::process::exit(host::run_from_runtime_dir(Path::new(&dir)));
+    }
+    let tests: [(&str, fn()); 5] = [
+        (
+            "sigterm_drains_and_records_exit_0",
+            sigterm_drains_and_records_exit_0,
+        ),
+        (
+            "sighup_recycles_and_sigint_stops",
+            sighup_recycles_and_sigint_stops,
+        ),
+        (
+            "control_shutdown_ends_the_process",
+            control_shutdown_ends_the_process,
+        ),
+        (
+            "a_bad_spec_exits_2_with_a_record",
+            a_bad_spec_exits_2_with_a_record,
+        ),
+        (
+            "a_missing_spec_exits_2_with_a_record",
+            a_missing_spec_exits_2_with_a_record,
+        ),
+    ];
+    let filters: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|a| !a.starts_with('-'))
+        .collect();
+    let mut failed = Vec::new();
+    for (name, test) in tests {
+        if !filters.is_empty() && !filters.iter().any(|f| name.contains(f.as_str())) {
+            continue;
+        }
+        let passed = std::panic::catch_unwind(test).is_ok();
+        println!("test {name} ... {}", if passed { "ok" } else { "FAILED" });
+        if !passed {
+            failed.push(name);
+        }
+    }
+    if !failed.is_empty() {
+        println!("failed: {failed:?}");
+        std::process::exit(1);
+    }
+}
+
+/// A host child process; killed and reaped if a test fails before it exits.
+struct HostProcess {
+    child: Child,
+    runtime_dir: PathBuf,
+}
+
+impl HostProcess {
+    fn spawn(runtime_dir: &Path) -> Self {
+        let child = Command::new(std::env::current_exe().unwrap())
+            .env(CHILD_ENV, runtime_dir)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .unwrap();
+        Self {
+            child,
+            runtime_dir: runtime_dir.to_path_buf(),
+        }
+    }
+
+    fn signal(&self, signal: Signal) {
+        kill(Pid::from_raw(self.child.id() as i32), signal).unwrap();
+    }
+
+    fn wait(&mut self) -> ExitStatus {
+        self.child.wait().unwrap()
+    }
+
+    fn exit_record(&self) -> ExitRecord {
+        let text = std::fs::read_to_string(self.runtime_dir.join(control::EXIT_RECORD)).unwrap();
+        serde_json::from_str(&text).unwrap()
+    }
+
+    fn client(&self) -> control::Client {
+        control::Client::new(self.runtime_dir.join(control::CONTROL_SOCKET))
+    }
+
+    /// Waits until the control socket answers: the host is ready.
+    async fn ready(&mut self) -> HostStatus {
+        let client = self.client();
+        for _ in 0..3000 {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                panic!("host exited during start-up: {status}");
+            }
+            if let Ok(status) = client.status().await {
+                return status;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        panic!("host never answered on its control socket");
+    }
+}
+
+impl Drop for HostProcess {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+fn write_spec(site: &Site) {
+    let json = serde_json::to_vec_pretty(&site.spec).unwrap();
+    std::fs::write(site.spec.runtime_dir.join(control::SPEC_FILE), json).unwrap();
+}
+
+fn sigterm_drains_and_records_exit_0() {
+    let site = Site::new();
+    write_spec(&site);
+    let mut host = HostProcess::spawn(&site.spec.runtime_dir);
+    runtime().block_on(async {
+        let status = host.ready().await;
+        assert_eq!(status.pid, host.child.id());
+        let addr = status.listening[0].parse().unwrap();
+        let (code, body) = get(addr, "localhost", "/").await.unwrap();
+        assert_eq!((code, body.as_str()), (StatusCode::OK, "root app"));
+    });
+    host.signal(Signal::SIGTERM);
+    assert_eq!(host.wait().code(), Some(0));
+    let record = host.exit_record();
+    assert_eq!(record.code, 0);
+    assert_eq!(record.reason, "stopped by signal SIGTERM");
+    assert!(!site.spec.runtime_dir.join(control::CONTROL_SOCKET).exists());
+}
+
+fn sighup_recycles_and_sigint_stops() {
+    let site = Site::new();
+    write_spec(&site);
+    let mut host = HostProcess::spawn(&site.spec.runtime_dir);
+    runtime().block_on(async {
+        host.ready().await;
+        host.signal(Signal::SIGHUP);
+        let client = host.client();
+        let recycled = eventually(200, || async {
+            client.status().await.unwrap().pools[0].recycles == 1
+        })
+        .await;
+        assert!(recycled, "SIGHUP did not recycle");
+    });
+    host.signal(Signal::SIGINT);
+    assert_eq!(host.wait().code(), Some(0));
+    assert_eq!(host.exit_record().reason, "stopped by signal SIGINT");
+}
+
+fn control_shutdown_ends_the_process() {
+    let site = Site::new();
+    write_spec(&site);
+    let mut host = HostProcess::spawn(&site.spec.runtime_dir);
+    runtime().block_on(async {
+        host.ready().await;
+        host.client()
+            .send(&control::Command::Shutdown {
+                grace: Duration::from_secs(5),
+            })
+            .await
+            .unwrap();
+    });
+    assert_eq!(host.wait().code(), Some(0));
+    assert_eq!(host.exit_record().reason, "stopped by control command");
+}
+
+fn a_bad_spec_exits_2_with_a_record() {
+    let site = Site::new();
+    let spec_file = site.spec.runtime_dir.join(control::SPEC_FILE);
+    std::fs::write(&spec_file, "{\"alloc_id\": 7}").unwrap();
+    let mut host = HostProcess::spawn(&site.spec.runtime_dir);
+    assert_eq!(host.wait().code(), Some(2));
+    let record = host.exit_record();
+    assert_eq!(record.code, 2);
+    assert!(
+        record
+            .reason
+            .starts_with(&format!("host spec {} is not valid: ", spec_file.display())),
+        "{}",
+        record.reason
+    );
+}
+
+fn a_missing_spec_exits_2_with_a_record() {
+    let site = Site::new();
+    let mut host = HostProcess::spawn(&site.spec.runtime_dir);
+    assert_eq!(host.wait().code(), Some(2));
+    let record = host.exit_record();
+    assert_eq!(
+        record.reason,
+        format!(
+            "cannot read host spec {}: No such file or directory",
+            site.spec.runtime_dir.join(control::SPEC_FILE).display()
+        )
+    );
+}
