@@ -255,11 +255,7 @@ pub fn host_main(args: &[OsString]) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    // TEMPORARY until the host crate lands on main: host::run_from_runtime_dir.
-    let code = {
-        let _ = &args.runtime_dir;
-        1
-    };
+    let code = host::run_from_runtime_dir(&args.runtime_dir);
     ExitCode::from(u8::try_from(code).unwrap_or(1))
 }
 
