@@ -104,6 +104,9 @@ impl DriverConfig {
     pub fn from_msgpack(bytes: &[u8]) -> Result<Self, ConfigError> {
         let value = rmpv::decode::read_value(&mut &bytes[..])
             .map_err(|e| err("config", format!("not msgpack: {e}")))?;
+        if !value.is_map() {
+            return Err(err("config", "expected an object"));
+        }
         let mut config = Self::default();
         if let Some(enabled) = boolean(&value, "enabled") {
             config.enabled = enabled;

@@ -400,10 +400,13 @@ async fn set_config_accepts_nomad_encodings_and_rejects_bad_config() {
         "{}",
         err.message()
     );
-    let err = harness::set_config(&mut clients, &[0xc1, 0x00], true)
-        .await
-        .unwrap_err();
-    assert_eq!(err.code(), tonic::Code::InvalidArgument);
+    // Not an object at all: a string, and bytes that are no msgpack.
+    for bytes in [&[0xa1, b'x'][..], &[0xc1][..]] {
+        let err = harness::set_config(&mut clients, bytes, true)
+            .await
+            .unwrap_err();
+        assert_eq!(err.code(), tonic::Code::InvalidArgument);
+    }
     assert_clean_output(&mut fixture, p3);
 }
 
@@ -599,6 +602,8 @@ async fn sigint_is_ignored_and_shutdown_exits_promptly() {
         eprintln!("warning: plugin took {took:?} to exit after Shutdown (Nomad allows 2 s)");
     }
     assert!(status.success(), "{status:?}");
+    let socket = std::path::PathBuf::from(&fixture.plugin(index).handshake.address);
+    assert!(!socket.exists(), "the plugin socket is removed on shutdown");
     assert_clean_output(&mut fixture, index);
 }
 

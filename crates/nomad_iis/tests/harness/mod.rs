@@ -443,10 +443,9 @@ impl Fixture {
             if cmdline.contains("--runtime-dir")
                 && cmdline.contains(&root)
                 && cmdline.contains("\0host\0")
+                && process_state(pid).is_some_and(|s| s != 'Z')
             {
-                if process_state(pid).is_some_and(|s| s != 'Z') {
-                    pids.push(pid);
-                }
+                pids.push(pid);
             }
         }
         pids
@@ -494,7 +493,7 @@ pub async fn set_config(
     with_nomad_config: bool,
 ) -> Result<(), tonic::Status> {
     use nomad_plugin::proto::base as b;
-    let nomad_config = with_nomad_config.then(|| b::NomadConfig {
+    let nomad_config = with_nomad_config.then_some(b::NomadConfig {
         driver: Some(b::NomadDriverConfig {
             client_max_port: 14999,
             client_min_port: 14000,
