@@ -16,6 +16,7 @@ use control::{Command, Reply};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{UnixListener, UnixStream};
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
 use crate::error::{StartupError, describe_io};
 use crate::host::HostState;
@@ -24,6 +25,8 @@ use crate::host::HostState;
 const MAX_COMMAND_BYTES: u64 = 64 * 1024;
 /// A client gets this long to send its command.
 const READ_LIMIT: Duration = Duration::from_secs(10);
+/// At exit, answers still in progress get this long.
+const FINAL_ANSWERS_LIMIT: Duration = Duration::from_secs(1);
 
 /// Binds the socket, replacing a stale one left by an earlier host, and restricts it to the
 /// owner.
@@ -53,8 +56,10 @@ pub(crate) fn bind(path: &Path) -> Result<UnixListener, StartupError> {
     Ok(listener)
 }
 
-/// Answers connections until `stop`.
+/// Answers connections until `stop`, then lets answers already being written finish (a
+/// `Shutdown` reply must reach its client before the process exits).
 pub(crate) async fn serve(listener: UnixListener, state: Arc<HostState>, stop: CancellationToken) {
+    let answers = TaskTracker::new();
     loop {
         let accepted = tokio::select! {
             _ = stop.cancelled() => break,
@@ -63,7 +68,7 @@ pub(crate) async fn serve(listener: UnixListener, state: Arc<HostState>, stop: C
         match accepted {
             Ok((stream, _)) => {
                 let state = state.clone();
-                tokio::spawn(async move {
+                answers.spawn(async move {
                     if let Err(e) = answer(stream, &state).await {
                         tracing::debug!(error = %e, "control connection failed");
                     }
@@ -78,6 +83,10 @@ pub(crate) async fn serve(listener: UnixListener, state: Arc<HostState>, stop: C
             }
         }
     }
+    drop(listener);
+    answers.close();
+    // Bounded: a client that connected but never sends a command must not hold the exit up.
+    let _ = tokio::time::timeout(FINAL_ANSWERS_LIMIT, answers.wait()).await;
 }
 
 async fn answer(stream: UnixStream, state: &HostState) -> std::io::Result<()> {

@@ -192,7 +192,8 @@ impl HostHandle {
         self.0.status()
     }
 
-    /// Carries out one control command, exactly as the control socket does.
+    /// Carries out one control command, exactly as the control socket does. Call it inside the
+    /// host's tokio runtime: a stop with requests in flight spawns the task that waits for them.
     pub fn apply(&self, command: &Command) -> Reply {
         self.0.apply(command)
     }

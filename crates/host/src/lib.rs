@@ -62,6 +62,7 @@ pub use tls::{CertificateError, SniResolver, load_certificate};
 
 /// Reads `DIR/spec.json`, runs the host until it is shut down, writes `DIR/exit.json` and
 /// returns the exit code. Builds a multi-threaded tokio runtime with one worker per core.
+/// The control socket is `DIR/control.sock`, whatever `runtime_dir` the spec names.
 pub fn run_from_runtime_dir(dir: &Path) -> i32 {
     let workers = std::thread::available_parallelism().map_or(1, |n| n.get());
     let record = match tokio::runtime::Builder::new_multi_thread()
@@ -103,10 +104,13 @@ pub fn write_exit_record(dir: &Path, record: &ExitRecord) -> std::io::Result<()>
 }
 
 async fn run_process(dir: &Path) -> ExitRecord {
-    let spec = match read_spec(dir) {
+    let mut spec = match read_spec(dir) {
         Ok(spec) => spec,
         Err(error) => return error.to_exit_record(),
     };
+    // The folder the host was started with holds the spec and gets the exit record; the
+    // control socket belongs beside them even if the spec was copied from elsewhere.
+    spec.runtime_dir = dir.to_path_buf();
     // Installed before start-up, so a SIGTERM during it does not kill the host unrecorded.
     let signals = match (
         signal(SignalKind::terminate()),

@@ -134,10 +134,23 @@ fn build_sites(
                 .map(|site| (*key, site))
                 .map_err(|e| SiteError {
                     field: field.clone(),
-                    detail: e.to_string(),
+                    detail: with_causes(&e),
                 })
         })
         .collect()
+}
+
+/// An error's message followed by its causes, `a: b: c`, so a static-site error that keeps
+/// the operating system's reason as its source still shows it.
+fn with_causes(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut cause = error.source();
+    while let Some(inner) = cause {
+        text.push_str(": ");
+        text.push_str(&inner.to_string());
+        cause = inner.source();
+    }
+    text
 }
 
 impl Pool {
@@ -275,5 +288,81 @@ impl PreparedRecycle {
             }
         }
         self.pool.lock().recycles += 1;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    fn static_pool(root: &std::path::Path) -> Arc<Pool> {
+        let spec = PoolSpec {
+            name: "default".into(),
+            full_name: "nomad-a-t".into(),
+            start_mode: control::StartMode::OnDemand,
+            idle_timeout: Duration::ZERO,
+            periodic_restart: Duration::ZERO,
+            start_time_limit: Duration::from_secs(90),
+            shutdown_time_limit: Duration::from_secs(90),
+            disable_overlapped_recycle: false,
+            service_unavailable_response: UnavailableResponse::TcpLevel,
+            queue_length: 1000,
+        };
+        let backend =
+            StaticBackend::new(vec![((0, None), root.to_path_buf(), "app".into())]).unwrap();
+        Pool::new(spec, PoolBackend::Static(backend))
+    }
+
+    /// Lets spawned tasks of the current-thread runtime run.
+    async fn settle() {
+        for _ in 0..10 {
+            tokio::task::yield_now().await;
+        }
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn stop_waits_for_in_flight_requests_then_stops() {
+        let dir = tempfile::tempdir().unwrap();
+        let pool = static_pool(dir.path());
+        let Admission::Admitted(guard) = pool.admit() else {
+            panic!("a started pool refused a request");
+        };
+        pool.stop();
+        assert_eq!(pool.status().state, PoolState::Stopping);
+        assert!(matches!(
+            pool.admit(),
+            Admission::Refused(UnavailableResponse::TcpLevel)
+        ));
+        drop(guard);
+        settle().await;
+        assert_eq!(pool.status().state, PoolState::Stopped);
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn a_start_during_the_drain_is_not_undone_when_it_ends() {
+        let dir = tempfile::tempdir().unwrap();
+        let pool = static_pool(dir.path());
+        let Admission::Admitted(guard) = pool.admit() else {
+            panic!("a started pool refused a request");
+        };
+        pool.stop();
+        pool.start();
+        assert_eq!(pool.status().state, PoolState::Started);
+        drop(guard);
+        settle().await;
+        assert_eq!(pool.status().state, PoolState::Started);
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn a_stop_without_requests_in_flight_is_immediate() {
+        let dir = tempfile::tempdir().unwrap();
+        let pool = static_pool(dir.path());
+        pool.stop();
+        assert_eq!(pool.status().state, PoolState::Stopped);
+        pool.stop();
+        assert_eq!(pool.status().state, PoolState::Stopped);
+        pool.start();
+        assert!(matches!(pool.admit(), Admission::Admitted(_)));
     }
 }
