@@ -23,7 +23,6 @@ use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
 
-use crate::config_stub as config;
 use crate::error::DriverError;
 use crate::events::{EventBus, TaskRef};
 use crate::fingerprint::{self, NodeFacts, Reported};
@@ -255,7 +254,7 @@ impl IisDriver {
                 .map(|(k, v)| (k.clone(), v.clone()))
                 .collect(),
             placeholder_app_path: driver_config.placeholder_app_path.clone(),
-            default_ip: Some(default_ip(&task)),
+            default_ip: default_ip(&task),
         };
         let launched = async {
             let spec = config::resolve(&task_config, &context)
@@ -318,10 +317,7 @@ impl IisDriver {
         handle.spawn_child_watcher(child, self.inner.events.clone());
 
         for notice in notices {
-            self.inner.events.emit(
-                &task_ref,
-                format!("{}: {}", notice.field_path, notice.message),
-            );
+            self.inner.events.emit(&task_ref, notice.to_string());
         }
         self.inner.events.emit(
             &task_ref,

@@ -22,8 +22,6 @@
 
 #![deny(unsafe_code)]
 
-#[allow(dead_code)]
-mod config_stub;
 pub mod driver;
 pub mod error;
 pub mod events;

@@ -400,12 +400,16 @@ async fn set_config_accepts_nomad_encodings_and_rejects_bad_config() {
         "{}",
         err.message()
     );
-    // Not an object at all: a string, and bytes that are no msgpack.
-    for bytes in [&[0xa1, b'x'][..], &[0xc1][..]] {
+    // Not an object at all, and a field of the wrong type (named in the message).
+    let wrong_type = [
+        0x81, 0xa7, b'e', b'n', b'a', b'b', b'l', b'e', b'd', 0xa1, b'x',
+    ];
+    for (bytes, field) in [(&[0xa1, b'x'][..], ""), (&wrong_type[..], "enabled")] {
         let err = harness::set_config(&mut clients, bytes, true)
             .await
             .unwrap_err();
         assert_eq!(err.code(), tonic::Code::InvalidArgument);
+        assert!(err.message().contains(field), "{}", err.message());
     }
     assert_clean_output(&mut fixture, p3);
 }

@@ -411,20 +411,25 @@ async fn bad_config_is_rejected_with_the_field_path() {
         &mut clients,
         &alloc,
         r#"
-        application { path = "local/site" }
+        application {
+          path           = "local/site"
+          enable_preload = true
+        }
         binding {
           type = "http"
           port = "http"
-          certificate {
-            thumbprint = "0123456789abcdef0123456789abcdef01234567"
-          }
         }
         "#,
         &[("http", port)],
     )
     .await
     .expect("windows-only options do not fail the task");
-    expect_event(&mut events, &alloc, "no effect on Linux").await;
+    let event = expect_event(&mut events, &alloc, "no effect on Linux").await;
+    assert!(
+        event.message.starts_with("application[0].enable_preload"),
+        "{}",
+        event.message
+    );
     stop(&mut clients, &task.id, Duration::from_secs(5)).await;
     destroy(&mut clients, &task.id, true).await.unwrap();
     assert_clean(&mut fixture, index);
