@@ -866,3 +866,194 @@ async fn tasks_outlive_the_plugin_and_are_recovered() {
     assert_clean(&mut fixture, third);
     assert_clean(&mut fixture, fourth);
 }
+
+/// Replaces the msgpack encoding of the string `marker` in `bytes` with `raw`.
+fn splice(bytes: &[u8], marker: &str, raw: &[u8]) -> Vec<u8> {
+    let mut needle = vec![0xa0 | marker.len() as u8];
+    needle.extend_from_slice(marker.as_bytes());
+    let at = bytes
+        .windows(needle.len())
+        .position(|w| w == needle.as_slice())
+        .expect("marker present");
+    [&bytes[..at], raw, &bytes[at + needle.len()..]].concat()
+}
+
+// Check 6 for task configs: every number form a cty encoder may use is accepted, and nulls
+// mean the IIS defaults.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn task_config_numbers_arrive_in_every_cty_form() {
+    let mut fixture = Fixture::new();
+    let (index, mut clients) = plugin(&mut fixture).await;
+    let spec = harness::task_schema(&mut clients).await;
+    let port = harness::free_port();
+    let f64_bytes = [&[0xcb][..], &1000f64.to_be_bytes()].concat();
+    let f32_bytes = [&[0xca][..], &1000f32.to_be_bytes()].concat();
+    let port_text = port.to_string();
+    let port_str = [&[0xa0 | port_text.len() as u8][..], port_text.as_bytes()].concat();
+    let port_u16 = [&[0xcd][..], &port.to_be_bytes()].concat();
+    let port_f64 = [&[0xcb][..], &f64::from(port).to_be_bytes()].concat();
+    let variants: [(&str, &[u8], &[u8]); 6] = [
+        ("uint16", &[0xcd, 0x03, 0xe8], &port_str),
+        ("int16", &[0xd1, 0x03, 0xe8], &port_u16),
+        ("float64", &f64_bytes, &port_f64),
+        ("float32", &f32_bytes, &port_str),
+        ("string", &[0xa4, b'1', b'0', b'0', b'0'], &port_str),
+        ("null", &[0xc0], &port_str),
+    ];
+    for (name, queue_length, port_bytes) in variants {
+        let alloc = fixture.allocation("num").await;
+        alloc.static_site("site", name);
+        // A marker number and a marker string are encoded the way Nomad does, then the
+        // marker bytes are replaced by each form under test.
+        let encoded = harness::encode_hcl(
+            &spec,
+            r#"
+            application_pool {
+              name         = "default"
+              queue_length = 7777777
+            }
+            application { path = "local/site" }
+            binding {
+              type     = "http"
+              port     = "PORTMARK"
+              hostname = "num.test"
+            }
+            "#,
+            &alloc.variables(),
+        )
+        .expect("encodes");
+        // cty writes 7777777 as uint32: 0xce 00 76 ad f1.
+        let marker = [0xce, 0x00, 0x76, 0xad, 0xf1];
+        let at = encoded
+            .windows(marker.len())
+            .position(|w| w == marker)
+            .expect("queue length encoded as uint32");
+        let encoded = [&encoded[..at], queue_length, &encoded[at + marker.len()..]].concat();
+        let encoded = splice(&encoded, "PORTMARK", port_bytes);
+        let task = alloc.task_config_raw(encoded, &[]);
+        let handle = clients
+            .driver
+            .start_task(pb::StartTaskRequest {
+                task: Some(task.clone()),
+            })
+            .await
+            .unwrap_or_else(|e| panic!("{name}: {e:?}"))
+            .into_inner()
+            .handle
+            .unwrap();
+        fixture.track_host(host_pid(&handle));
+        let state = harness::driver_state(&handle);
+        assert_eq!(state["spec"]["pools"][0]["queue_length"], 1000, "{name}");
+        assert_eq!(state["spec"]["bindings"][0]["port"], port, "{name}");
+        let response = http::get(local(port), "num.test", "/").await.unwrap();
+        assert!(response.text().contains(name), "{name}");
+        stop(&mut clients, &task.id, Duration::from_secs(5)).await;
+        destroy(&mut clients, &task.id, true).await.unwrap();
+    }
+    assert_clean(&mut fixture, index);
+}
+
+// A host that rejects its configuration at start (a certificate file that does not exist)
+// fails StartTask fatally with the host's reason, and leaves nothing behind.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn host_start_failure_is_fatal_and_cleaned_up() {
+    let mut fixture = Fixture::new();
+    let (index, mut clients) = plugin(&mut fixture).await;
+    let alloc = fixture.allocation("nocert").await;
+    alloc.static_site("site", "x");
+    let err = start(
+        &fixture,
+        &mut clients,
+        &alloc,
+        r#"
+        application { path = "local/site" }
+        binding {
+          type = "https"
+          port = "https"
+          certificate {
+            cert_file = "secrets/missing.crt"
+            key_file  = "secrets/missing.key"
+          }
+        }
+        "#,
+        &[("https", harness::free_port())],
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(err.code(), tonic::Code::InvalidArgument, "{err:?}");
+    assert!(err.message().contains("missing.crt"), "{}", err.message());
+    assert!(!nomad_plugin::status::is_recoverable(&err));
+    assert!(fixture.host_processes().is_empty());
+    let leftovers: Vec<_> = std::fs::read_dir(&fixture.runtime_root)
+        .map(|d| d.flatten().map(|e| e.path()).collect())
+        .unwrap_or_default();
+    assert!(leftovers.is_empty(), "runtime folders left: {leftovers:?}");
+    assert_clean(&mut fixture, index);
+}
+
+/// Open file descriptors of a process.
+fn fd_count(pid: u32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .map(|d| d.count())
+        .unwrap_or(0)
+}
+
+// The original leaked per stats poll (its issue #80): streams opened and dropped again and
+// again leave no descriptors or tasks behind in the plugin.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn issue_80_stats_polling_does_not_leak() {
+    let mut fixture = Fixture::new();
+    let (index, mut clients) = plugin(&mut fixture).await;
+    let alloc = fixture.allocation("stats").await;
+    alloc.static_site("site", "stats");
+    let (task, _) = start(
+        &fixture,
+        &mut clients,
+        &alloc,
+        r#"
+        application { path = "local/site" }
+        binding {
+          type = "http"
+          port = "http"
+        }
+        "#,
+        &[("http", harness::free_port())],
+    )
+    .await
+    .unwrap();
+    let plugin_pid = fixture.plugin(index).pid;
+    let poll = |clients: &mut Clients, messages: usize| {
+        let mut clients = clients.clone();
+        let id = task.id.clone();
+        async move {
+            let mut stream = clients
+                .driver
+                .task_stats(pb::TaskStatsRequest {
+                    task_id: id,
+                    collection_interval: Some(harness::proto_duration(Duration::from_millis(100))),
+                })
+                .await
+                .unwrap()
+                .into_inner();
+            for _ in 0..messages {
+                stream.next().await.unwrap().unwrap();
+            }
+        }
+    };
+    poll(&mut clients, 3).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let before = fd_count(plugin_pid);
+    for _ in 0..30 {
+        poll(&mut clients, 2).await;
+    }
+    // Cancelled streams end at their next tick; give them a moment.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let after = fd_count(plugin_pid);
+    assert!(
+        after <= before + 2,
+        "descriptors grew from {before} to {after}"
+    );
+    stop(&mut clients, &task.id, Duration::from_secs(5)).await;
+    destroy(&mut clients, &task.id, true).await.unwrap();
+    assert_clean(&mut fixture, index);
+}
