@@ -369,6 +369,42 @@ async fn agent_start(fixture: &mut Fixture, config_hcl: &str) -> (usize, Clients
     (p3, clients)
 }
 
+/// A msgpack string in its smallest form, as cty writes it.
+fn mp_str(text: &str) -> Vec<u8> {
+    let mut out = if text.len() < 32 {
+        vec![0xa0 | text.len() as u8]
+    } else {
+        vec![0xd9, text.len() as u8]
+    };
+    out.extend_from_slice(text.as_bytes());
+    out
+}
+
+/// The agent's plugin config exactly as Nomad sends it: every attribute, keys sorted, nulls for
+/// absent attributes, defaults applied, an empty array for an absent block list.
+fn golden_driver_config(websites: &[u8], procdumps: &[u8]) -> Vec<u8> {
+    [
+        vec![0x88],
+        mp_str("allowed_apppool_identities"),
+        vec![0xc0],
+        mp_str("allowed_apppool_users"),
+        vec![0xc0],
+        mp_str("allowed_target_websites"),
+        websites.to_vec(),
+        mp_str("directory_security"),
+        vec![0xc3],
+        mp_str("enabled"),
+        vec![0xc3],
+        mp_str("fingerprint_interval"),
+        mp_str("30s"),
+        mp_str("placeholder_app_path"),
+        vec![0xc0],
+        mp_str("procdumps"),
+        procdumps.to_vec(),
+    ]
+    .concat()
+}
+
 // Check 6: SetConfig with and without nomad_config, from HCL and from golden bytes.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn set_config_accepts_nomad_encodings_and_rejects_bad_config() {
@@ -387,6 +423,33 @@ async fn set_config_accepts_nomad_encodings_and_rejects_bad_config() {
     harness::set_config(&mut clients, &empty, true)
         .await
         .unwrap();
+    // The same, byte for byte, as a golden input: nulls and an empty block list.
+    let golden = golden_driver_config(&[0xc0], &[0x90]);
+    assert_eq!(empty, golden, "hcldec + cty encode like Nomad");
+    harness::set_config(&mut clients, &golden, true).await.unwrap();
+    // A list of one string and a block list of one object.
+    let procdump = [
+        vec![0x91, 0x82],
+        mp_str("accept_eula"),
+        vec![0xc3],
+        mp_str("binary_path"),
+        mp_str("/usr/bin/gcore"),
+    ]
+    .concat();
+    let golden = golden_driver_config(&[0x91, 0xa1, b'*'], &procdump);
+    harness::set_config(&mut clients, &golden, false).await.unwrap();
+    let mut fingerprints = clients
+        .driver
+        .fingerprint(pb::FingerprintRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    let fp = fingerprints.next().await.unwrap().unwrap();
+    assert_eq!(
+        fp.attributes["driver.iis.target_websites_enabled"].value,
+        Some(nomad_plugin::proto::structs::attribute::Value::BoolVal(true))
+    );
+    drop(fingerprints);
     // Empty bytes (not sent by Nomad, but harmless) mean the defaults.
     harness::set_config(&mut clients, &[], false).await.unwrap();
 
