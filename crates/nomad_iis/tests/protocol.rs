@@ -426,7 +426,9 @@ async fn set_config_accepts_nomad_encodings_and_rejects_bad_config() {
     // The same, byte for byte, as a golden input: nulls and an empty block list.
     let golden = golden_driver_config(&[0xc0], &[0x90]);
     assert_eq!(empty, golden, "hcldec + cty encode like Nomad");
-    harness::set_config(&mut clients, &golden, true).await.unwrap();
+    harness::set_config(&mut clients, &golden, true)
+        .await
+        .unwrap();
     // A list of one string and a block list of one object.
     let procdump = [
         vec![0x91, 0x82],
@@ -437,7 +439,9 @@ async fn set_config_accepts_nomad_encodings_and_rejects_bad_config() {
     ]
     .concat();
     let golden = golden_driver_config(&[0x91, 0xa1, b'*'], &procdump);
-    harness::set_config(&mut clients, &golden, false).await.unwrap();
+    harness::set_config(&mut clients, &golden, false)
+        .await
+        .unwrap();
     let mut fingerprints = clients
         .driver
         .fingerprint(pb::FingerprintRequest {})
@@ -447,7 +451,9 @@ async fn set_config_accepts_nomad_encodings_and_rejects_bad_config() {
     let fp = fingerprints.next().await.unwrap().unwrap();
     assert_eq!(
         fp.attributes["driver.iis.target_websites_enabled"].value,
-        Some(nomad_plugin::proto::structs::attribute::Value::BoolVal(true))
+        Some(nomad_plugin::proto::structs::attribute::Value::BoolVal(
+            true
+        ))
     );
     drop(fingerprints);
     // Empty bytes (not sent by Nomad, but harmless) mean the defaults.
