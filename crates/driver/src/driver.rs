@@ -48,6 +48,8 @@ const DEFAULT_STATS_INTERVAL: Duration = Duration::from_secs(1);
 const MIN_STATS_INTERVAL: Duration = Duration::from_millis(100);
 /// How long a SIGKILLed host may take to be noticed as gone.
 const KILL_WAIT: Duration = Duration::from_secs(10);
+/// How often the fingerprint stream looks for a health change between regular messages.
+const HEALTH_CHECK_PERIOD: Duration = Duration::from_secs(5);
 /// Time limit for control commands other than shutdown.
 const CONTROL_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -872,19 +874,37 @@ impl Driver for IisDriver {
         let (tx, rx) = mpsc::channel(1);
         let driver = self.clone();
         tokio::spawn(async move {
+            // Sent at once, then every fingerprint_interval, and as soon as the health changes
+            // (checked every HEALTH_CHECK_PERIOD at most).
+            let mut last: Option<(tokio::time::Instant, i32, String)> = None;
             loop {
                 let message = driver.fingerprint_once();
-                if tx.send(Ok(message)).await.is_err() {
-                    return;
-                }
                 let interval = driver
                     .config()
                     .fingerprint_interval
                     .max(Duration::from_secs(1));
+                let due = match &last {
+                    None => true,
+                    Some((sent_at, health, description)) => {
+                        sent_at.elapsed() + Duration::from_millis(100) >= interval
+                            || *health != message.health
+                            || *description != message.health_description
+                    }
+                };
+                if due {
+                    last = Some((
+                        tokio::time::Instant::now(),
+                        message.health,
+                        message.health_description.clone(),
+                    ));
+                    if tx.send(Ok(message)).await.is_err() {
+                        return;
+                    }
+                }
                 // Nomad cancels the call to stop fingerprinting; the stream never ends by itself.
                 tokio::select! {
                     () = tx.closed() => return,
-                    () = tokio::time::sleep(interval) => {}
+                    () = tokio::time::sleep(interval.min(HEALTH_CHECK_PERIOD)) => {}
                 }
             }
         });
