@@ -11,7 +11,7 @@
 //! - [`resolve`](mod@resolve): [`ResolveContext`] + [`resolve()`](fn@resolve) → [`control::HostSpec`].
 //! - [`duration`]: the original's duration syntax.
 //! - [`naming`]: site and pool names (`nomad-{allocId}-{taskName}[-{pool}]`).
-//! - [`env`]: the workers' environment (case-insensitive de-duplication, temp folders).
+//! - [`env`](mod@env): the workers' environment (case-insensitive de-duplication, temp folders).
 //! - [`error`]: [`ConfigError`] and [`Notice`].
 //!
 //! # Errors

@@ -973,6 +973,93 @@ mod tests {
         );
     }
 
+    /// Hand-written msgpack with every number form a cty encoder may use, nulls where blocks
+    /// have optional fields, and an empty block list.
+    #[test]
+    fn decodes_every_wire_form() {
+        fn s(text: &str) -> Vec<u8> {
+            let mut out = vec![0xa0 | text.len() as u8];
+            out.extend_from_slice(text.as_bytes());
+            out
+        }
+        let queue_lengths: [&[u8]; 6] = [
+            &[0xcd, 0x07, 0xd0],                      // uint16
+            &[0xcf, 0, 0, 0, 0, 0, 0, 0x07, 0xd0],    // uint64
+            &[0xd3, 0, 0, 0, 0, 0, 0, 0x07, 0xd0],    // int64
+            &[0xca, 0x44, 0xfa, 0x00, 0x00],          // float32 2000.0
+            &[0xcb, 0x40, 0x9f, 0x40, 0, 0, 0, 0, 0], // float64 2000.0
+            &[0xa4, b'2', b'0', b'0', b'0'],          // decimal string
+        ];
+        let mut bytes = vec![0x84];
+        bytes.extend(s("applications"));
+        bytes.push(0x91);
+        bytes.push(0x82);
+        bytes.extend(s("path"));
+        bytes.extend(s("local"));
+        bytes.extend(s("alias"));
+        bytes.push(0xc0);
+        bytes.extend(s("bindings"));
+        bytes.push(0x90);
+        bytes.extend(s("service_auto_start_providers"));
+        bytes.push(0xc0);
+        bytes.extend(s("application_pools"));
+        bytes.push(0x90 | queue_lengths.len() as u8);
+        for (i, queue_length) in queue_lengths.iter().enumerate() {
+            bytes.push(0x83);
+            bytes.extend(s("name"));
+            bytes.extend(s(&format!("p{i}")));
+            bytes.extend(s("queue_length"));
+            bytes.extend_from_slice(queue_length);
+            bytes.extend(s("idle_timeout"));
+            bytes.push(0xc0);
+        }
+        let config = TaskConfig::from_msgpack(&bytes).expect("valid msgpack");
+        assert_eq!(config.applications, vec![ApplicationConfig::at("local")]);
+        assert!(config.bindings.is_empty());
+        assert!(config.service_auto_start_providers.is_empty());
+        let lengths: Vec<Option<u32>> = config
+            .application_pools
+            .iter()
+            .map(|p| p.queue_length)
+            .collect();
+        assert_eq!(lengths, vec![Some(2000); 6]);
+        assert!(
+            config
+                .application_pools
+                .iter()
+                .all(|p| p.idle_timeout.is_none())
+        );
+    }
+
+    #[test]
+    fn fractional_and_negative_numbers_are_refused() {
+        let pool = |queue_length: Value| {
+            decode(Value::object([(
+                "application_pools",
+                Value::List(vec![Value::object([("queue_length", queue_length)])]),
+            )]))
+            .map_err(|e| e.to_string())
+        };
+        assert_eq!(
+            pool(Value::Number(cty::Number::parse("0.1").expect("literal"))),
+            Err("application_pool[0].queue_length: expected an integer between 0 and 4294967295, got 0.1".into())
+        );
+        assert_eq!(
+            pool(Value::number(-1i64)),
+            Err("application_pool[0].queue_length: expected an integer between 0 and 4294967295, got -1".into())
+        );
+    }
+
+    #[test]
+    fn malformed_bytes_are_an_error() {
+        assert_eq!(
+            TaskConfig::from_msgpack(&[0x81, 0xa1]).map_err(|e| e.path),
+            Err(String::new())
+        );
+        let err = TaskConfig::from_msgpack(&[0x92, 0x01, 0x02]).expect_err("not an object");
+        assert_eq!(err.to_string(), "expected an object, got list");
+    }
+
     #[test]
     fn reads_from_json_bodies() {
         let body = serde_json::json!({

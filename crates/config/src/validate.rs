@@ -1,7 +1,7 @@
 //! Validation of a task configuration against the node's driver configuration.
 //!
 //! Two layers: structural rules that need nothing but the task (unique aliases and pool names,
-//! pool references, binding and certificate rules), which [`crate::resolve`] runs too, and
+//! pool references, binding and certificate rules), which [`crate::resolve()`] runs too, and
 //! the node's policy (allowed identities, users and target websites). Every error names its
 //! field path; accepted options without effect on Linux produce [`Notice`]s.
 

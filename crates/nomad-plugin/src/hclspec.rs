@@ -2,7 +2,7 @@
 //!
 //! Rules Nomad enforces (protocol doc §4): the root is an [`object`]; object keys are the
 //! *output* msgpack keys while `Attr`/`Block` names are the *input* HCL names (an empty name
-//! means "the object key"); inside a [`default`] or [`array`] the attribute needs an explicit
+//! means "the object key"); inside a [`default`] or [`array()`] the attribute needs an explicit
 //! name; a default needs both its primary and its default; a literal is an HCL expression
 //! (strings quoted, see [`quoted`]). [`check`] verifies these rules.
 //!

@@ -28,7 +28,6 @@
 #![forbid(unsafe_code)]
 
 pub mod cty;
-pub mod hcldec;
 pub mod hclspec;
 pub mod logging;
 pub mod status;

@@ -1,0 +1,1 @@
+# No options at all: every default.

@@ -1,0 +1,5 @@
+command = "x"
+port {
+  label = "http"
+  to    = 8080
+}
