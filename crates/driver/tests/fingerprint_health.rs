@@ -11,13 +11,10 @@ use tokio_stream::StreamExt;
 use tonic::Request;
 
 fn driver_config(hcl_text: &str) -> Vec<u8> {
-    let body: hcl::Body = hcl::from_str(hcl_text).unwrap();
-    nomad_plugin::hcldec::decode_to_msgpack(
-        &config::DriverConfig::spec(),
-        &body,
-        &hcl::eval::Context::new(),
-    )
-    .unwrap()
+    let body: hcl::Value = hcl::from_str(hcl_text).unwrap();
+    let json = serde_json::to_value(&body).unwrap();
+    let value = nomad_plugin::hclspec::decode_json(&config::DriverConfig::spec(), &json).unwrap();
+    nomad_plugin::cty::encode(&value)
 }
 
 #[tokio::test]

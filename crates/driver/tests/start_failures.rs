@@ -62,7 +62,7 @@ impl Scene {
     fn task(&self) -> pb::TaskConfig {
         let alloc_dir = self.temp.path().join("alloc");
         std::fs::create_dir_all(alloc_dir.join("web/local")).unwrap();
-        let body: hcl::Body = hcl::from_str(
+        let body: hcl::Value = hcl::from_str(
             r#"
             application { path = "local" }
             binding {
@@ -72,12 +72,9 @@ impl Scene {
             "#,
         )
         .unwrap();
-        let msgpack = nomad_plugin::hcldec::decode_to_msgpack(
-            &config::TaskConfig::spec(),
-            &body,
-            &hcl::eval::Context::new(),
-        )
-        .unwrap();
+        let json = serde_json::to_value(&body).unwrap();
+        let value = nomad_plugin::hclspec::decode_json(&config::TaskConfig::spec(), &json).unwrap();
+        let msgpack = nomad_plugin::cty::encode(&value);
         pb::TaskConfig {
             id: "0b5c3e1e-1111-2222-3333-444455556666/web/0a1b2c3d".into(),
             name: "web".into(),

@@ -511,18 +511,22 @@ pub async fn set_config(
         .map(|_| ())
 }
 
-/// Encodes an HCL body against a spec as Nomad's client does (hcldec, then cty msgpack).
+/// Encodes an HCL body against a spec as Nomad's client does: the job parser turns the body
+/// into a generic (JSON-shaped) map, `${NOMAD_*}` variables are interpolated, hcldec decodes it
+/// against the plugin's spec, and cty encodes the result as msgpack.
 pub fn encode_hcl(
     spec: &nomad_plugin::proto::hclspec::Spec,
     hcl_text: &str,
     vars: &BTreeMap<String, String>,
 ) -> Result<Vec<u8>, String> {
-    let body: hcl::Body = hcl::from_str(hcl_text).map_err(|e| e.to_string())?;
-    let mut ctx = hcl::eval::Context::new();
-    for (k, v) in vars {
-        ctx.declare_var(k.as_str(), v.as_str());
+    let mut text = hcl_text.to_owned();
+    for (name, value) in vars {
+        text = text.replace(&format!("${{{name}}}"), value);
     }
-    nomad_plugin::hcldec::decode_to_msgpack(spec, &body, &ctx).map_err(|e| e.to_string())
+    let body: hcl::Value = hcl::from_str(&text).map_err(|e| e.to_string())?;
+    let json = serde_json::to_value(&body).map_err(|e| e.to_string())?;
+    let value = nomad_plugin::hclspec::decode_json(spec, &json).map_err(|e| e.to_string())?;
+    Ok(nomad_plugin::cty::encode(&value))
 }
 
 /// The driver config of the agent (`config { ... }` of the plugin block), via ConfigSchema.
