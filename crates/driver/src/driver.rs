@@ -714,9 +714,12 @@ fn early_exit(status: std::process::ExitStatus, runtime_dir: &Path) -> DriverErr
     }
 }
 
-/// Drain time for a graceful stop: Nomad's timeout, but no longer than the largest pool
-/// `shutdown_time_limit`.
+/// Drain time for a graceful stop: the largest pool `shutdown_time_limit`, but within Nomad's
+/// timeout minus some headroom (a tenth, at most 2 s), so the host can stop its workers and
+/// write its exit record before the plugin's SIGKILL would come.
 fn shutdown_grace(handle: &TaskHandle, timeout: Duration) -> Duration {
+    let headroom = (timeout / 10).min(Duration::from_secs(2));
+    let within = timeout.saturating_sub(headroom);
     handle
         .driver_state()
         .spec
@@ -724,7 +727,7 @@ fn shutdown_grace(handle: &TaskHandle, timeout: Duration) -> Duration {
         .iter()
         .map(|p| p.shutdown_time_limit)
         .max()
-        .map_or(timeout, |limit| limit.min(timeout))
+        .map_or(within, |limit| limit.min(within))
 }
 
 /// Port labels → numbers: the group network's port mappings, then the task's own networks.
@@ -1106,5 +1109,68 @@ mod tests {
         };
         let err = collect_ports(&bad).unwrap_err().to_string();
         assert!(err.contains("\"x\"") && err.contains("70000"), "{err}");
+    }
+
+    fn handle_with_pool_limit(limit: Option<Duration>) -> Arc<TaskHandle> {
+        let pools = limit
+            .map(|limit| control::PoolSpec {
+                name: "default".into(),
+                full_name: "nomad-a-web".into(),
+                start_mode: control::StartMode::OnDemand,
+                idle_timeout: Duration::ZERO,
+                periodic_restart: Duration::ZERO,
+                start_time_limit: Duration::from_secs(90),
+                shutdown_time_limit: limit,
+                disable_overlapped_recycle: false,
+                service_unavailable_response: control::UnavailableResponse::HttpLevel,
+                queue_length: 1000,
+            })
+            .into_iter()
+            .collect();
+        let spec = control::HostSpec {
+            alloc_id: "a".into(),
+            task_name: "web".into(),
+            site_name: "nomad-a-web".into(),
+            runtime_dir: "/run/x".into(),
+            task_dir: "/alloc/web".into(),
+            stdout_path: "/dev/null".into(),
+            stderr_path: "/dev/null".into(),
+            env: Default::default(),
+            bindings: vec![],
+            pools,
+            applications: vec![],
+            placeholder_app_path: None,
+        };
+        TaskHandle::new(
+            pb::TaskConfig::default(),
+            DriverState {
+                version: DRIVER_STATE_VERSION,
+                task_id: "a/web/00000000".into(),
+                host_pid: 1,
+                host_start_time: 0,
+                runtime_dir: "/run/x".into(),
+                spec,
+                started_at: 0,
+            },
+        )
+    }
+
+    #[test]
+    fn shutdown_grace_leaves_headroom_within_nomads_timeout() {
+        let secs = Duration::from_secs;
+        let handle = handle_with_pool_limit(Some(secs(3)));
+        assert_eq!(shutdown_grace(&handle, secs(5)), secs(3));
+        assert_eq!(
+            shutdown_grace(&handle, secs(2)),
+            Duration::from_millis(1800)
+        );
+        assert_eq!(shutdown_grace(&handle, Duration::MAX), secs(3));
+        let handle = handle_with_pool_limit(Some(secs(90)));
+        assert_eq!(shutdown_grace(&handle, secs(60)), secs(58));
+        let handle = handle_with_pool_limit(None);
+        assert_eq!(
+            shutdown_grace(&handle, secs(5)),
+            Duration::from_millis(4500)
+        );
     }
 }
