@@ -776,6 +776,15 @@ async fn tasks_outlive_the_plugin_and_are_recovered() {
     assert!(harness::alive(pid));
     let response = http::get(addr, "localhost", "/").await.unwrap();
     assert!(response.text().contains("still here"));
+    // The host's output still reaches the task's log FIFO without any plugin around.
+    assert!(
+        harness::eventually(Duration::from_secs(10), || alloc
+            .stdout_text()
+            .contains("GET /"))
+        .await,
+        "access log after the plugin died: {:?}",
+        alloc.stdout_text()
+    );
 
     // A new plugin process, configured as Nomad does, recovers from the persisted handle.
     let (second, mut clients) = plugin(&mut fixture).await;
