@@ -22,7 +22,6 @@
 //! - `log_sink`: non-blocking line output to FIFOs and files.
 //! - `control_server`: the unix-socket control API.
 //! - `host`: start-up order, shared state, commands, shutdown.
-//! - `static_stub`: stand-in for the `static-site` crate until it lands.
 //!
 //! # Errors
 //! Start-up failures are a [`StartupError`] whose message names the spec field, file or
@@ -48,7 +47,6 @@ mod plan;
 mod pool;
 mod router;
 mod server;
-mod static_stub;
 mod tls;
 
 use std::path::Path;

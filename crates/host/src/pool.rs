@@ -27,8 +27,6 @@ use control::{PoolSpec, PoolState, PoolStatus, UnavailableResponse};
 use http::{HeaderMap, Method, Response};
 use tokio::sync::watch;
 
-use crate::static_stub as static_site;
-
 pub(crate) use static_site::Body;
 
 /// Where one served folder sits in the spec: application index, virtual directory index.

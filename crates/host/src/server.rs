@@ -269,6 +269,20 @@ async fn handle(
             return Err(Dropped(pool.name().to_string()));
         }
     };
+    if target.remainder.is_empty() {
+        // `/alias` → `/alias/`, as IIS does for a folder, so that relative links in the
+        // application's pages resolve below its alias.
+        let mut location = format!("{}/", parts.uri.path());
+        if let Some(query) = parts.uri.query() {
+            location.push('?');
+            location.push_str(query);
+        }
+        let mut response = plain(StatusCode::MOVED_PERMANENTLY);
+        if let Ok(value) = http::HeaderValue::from_str(&location) {
+            response.headers_mut().insert(http::header::LOCATION, value);
+        }
+        return Ok(finish(&state, response, entry, Some(in_flight)));
+    }
     let key = (target.application, target.virtual_directory);
     let response = pool
         .serve(key, &parts.method, target.remainder, &parts.headers)
