@@ -1,21 +1,320 @@
-//! Plugin mode (started by Nomad) and the `host` subcommand. Placeholder: filled in by its owner.
+//! Plugin mode (the binary started by a Nomad agent) and the `host` subcommand (the per-task site
+//! host the driver starts).
+//!
+//! Plugin mode never writes to stdout except the go-plugin handshake line (printed by
+//! `nomad_plugin::transport::serve`): Nomad reads that line and discards the rest. Logs go to
+//! stderr as hclog JSON. Every problem before logging is up is written to stderr as plain text
+//! and ends the process with exit code 1, as go-plugin plugins do.
 
 use std::ffi::OsString;
+use std::io::Write;
+use std::path::PathBuf;
 use std::process::ExitCode;
+use std::time::Duration;
 
-pub fn print_usage() {}
+use clap::{ArgAction, Parser};
+use driver::{DriverOptions, HostCommand, IisDriver, ManagementApi, PLUGIN_NAME};
+use nomad_plugin::transport::{self, Listen};
 
-pub fn main(_args: &[OsString]) -> ExitCode {
-    ExitCode::FAILURE
+/// Default root of the hosts' runtime folders.
+const DEFAULT_RUNTIME_DIR: &str = "/run/nomad_iis";
+
+/// The plugin's arguments, from `plugin "nomad_iis" { args = [...] }`. Both `--flag=value` and
+/// `--flag value` work; booleans take a value (`--procdump-accept-eula=true`).
+#[derive(Debug, Clone, PartialEq, Eq, Parser)]
+#[command(
+    name = "nomad_iis",
+    no_binary_name = true,
+    disable_help_flag = true,
+    disable_version_flag = true
+)]
+struct PluginArgs {
+    /// Serve gRPC on TCP 127.0.0.1:N (0 = any free port) instead of a unix socket.
+    #[arg(long, value_name = "N")]
+    port: Option<u16>,
+    /// Port of the Management API (0 or absent = off).
+    #[arg(long, value_name = "N")]
+    management_api_port: Option<u16>,
+    /// API key the Management API requires in `X-Api-Key`.
+    #[arg(long, value_name = "KEY")]
+    management_api_key: Option<String>,
+    /// Secret for the Management API's HS256 JWTs.
+    #[arg(long, value_name = "SECRET")]
+    management_api_jwt_secret: Option<String>,
+    /// Accept the procdump EULA (process dumps through the Management API).
+    #[arg(long, value_name = "BOOL", action = ArgAction::Set, default_value_t = false)]
+    procdump_accept_eula: bool,
+    /// Root of the site hosts' runtime folders.
+    #[arg(long, value_name = "PATH", default_value = DEFAULT_RUNTIME_DIR)]
+    runtime_dir: PathBuf,
 }
 
-pub fn host_main(args: &[OsString]) -> ExitCode {
-    // Interim wiring until the plugin-mode branch lands: `host --runtime-dir DIR`.
-    match (args.first().and_then(|a| a.to_str()), args.get(1)) {
-        (Some("--runtime-dir"), Some(dir)) => {
-            let code = host::run_from_runtime_dir(std::path::Path::new(dir));
-            ExitCode::from(u8::try_from(code).unwrap_or(1))
+/// The `host` subcommand's arguments.
+#[derive(Debug, Clone, PartialEq, Eq, Parser)]
+#[command(
+    name = "nomad_iis host",
+    no_binary_name = true,
+    disable_help_flag = true,
+    disable_version_flag = true
+)]
+struct HostArgs {
+    /// The host's runtime folder, holding its `spec.json`.
+    #[arg(long, value_name = "DIR")]
+    runtime_dir: PathBuf,
+}
+
+/// Writes to stderr without panicking when it is closed (the agent may be gone).
+fn to_stderr(text: &str) {
+    let mut stderr = std::io::stderr().lock();
+    let _ = stderr.write_all(text.as_bytes());
+    if !text.ends_with('\n') {
+        let _ = stderr.write_all(b"\n");
+    }
+    let _ = stderr.flush();
+}
+
+fn usage() -> String {
+    format!(
+        "nomad_iis {version}: a Nomad task driver (driver \"{PLUGIN_NAME}\") that hosts web applications the IIS way, on Linux.
+
+Usage:
+  nomad_iis [OPTIONS]          plugin mode; started by a Nomad agent, which sets its magic cookie
+  nomad_iis run JOBFILE        run the iis tasks of a job file on this machine, without Nomad
+  nomad_iis --help | --version
+
+Plugin options (plugin \"nomad_iis\" {{ args = [...] }}); --flag=value and --flag value both work:
+  --port=N                         serve gRPC on TCP 127.0.0.1:N (0 = any free port) instead of a unix socket
+  --management-api-port=N          enable the Management API on port N (0 or absent = off)
+  --management-api-key=KEY         API key required in X-Api-Key
+  --management-api-jwt-secret=S    secret for HS256 bearer tokens
+  --procdump-accept-eula=true      accept the procdump EULA (process dumps)
+  --runtime-dir=PATH               root of the site hosts' runtime folders (default {DEFAULT_RUNTIME_DIR})
+
+Agent configuration:
+  plugin_dir = \"/opt/nomad/plugins\"      # holds this binary
+  plugin \"nomad_iis\" {{
+    args = [\"--management-api-port=5004\"]
+    config {{
+      enabled              = true
+      fingerprint_interval = \"30s\"
+    }}
+  }}
+",
+        version = env!("CARGO_PKG_VERSION")
+    )
+}
+
+/// Prints the usage text on stdout (for `--help`, run by a person).
+pub fn print_usage() {
+    let mut stdout = std::io::stdout().lock();
+    let _ = stdout.write_all(usage().as_bytes());
+    let _ = stdout.flush();
+}
+
+/// What a person who ran the binary by hand reads.
+fn not_launched_by_nomad() -> String {
+    format!(
+        "This is nomad_iis {version}, a HashiCorp Nomad task-driver plugin (driver \"{PLUGIN_NAME}\").
+It is started by a Nomad client agent, not by hand. To use it, put this binary into the agent's
+plugin_dir and add to the agent configuration:
+
+  plugin \"nomad_iis\" {{
+    args = [\"--management-api-port=5004\"]   # optional
+    config {{
+      enabled = true
+    }}
+  }}
+
+Run `nomad_iis --help` for every option, or `nomad_iis run JOBFILE` to run a job's iis tasks
+on this machine without Nomad.",
+        version = env!("CARGO_PKG_VERSION")
+    )
+}
+
+fn parse_plugin_args(args: &[OsString]) -> Result<PluginArgs, String> {
+    PluginArgs::try_parse_from(args).map_err(|e| e.render().to_string())
+}
+
+/// Plugin mode: parses the arguments, checks Nomad's magic cookie and serves the driver until
+/// Nomad shuts the plugin down. Tasks (their site hosts) outlive this process.
+pub fn main(args: &[OsString]) -> ExitCode {
+    let args = match parse_plugin_args(args) {
+        Ok(args) => args,
+        Err(message) => {
+            to_stderr(&format!("nomad_iis: {}", message.trim_end()));
+            return ExitCode::FAILURE;
         }
-        _ => ExitCode::FAILURE,
+    };
+    if !transport::launched_by_nomad() {
+        to_stderr(&not_launched_by_nomad());
+        return ExitCode::FAILURE;
+    }
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            to_stderr(&format!("nomad_iis: cannot start the async runtime: {e}"));
+            return ExitCode::FAILURE;
+        }
+    };
+    let code = runtime.block_on(serve_plugin(args));
+    // Background tasks (task watchers, idle streams) must not delay the exit: Nomad kills the
+    // plugin 2 s after asking it to stop.
+    runtime.shutdown_timeout(Duration::from_millis(200));
+    code
+}
+
+async fn serve_plugin(args: PluginArgs) -> ExitCode {
+    let log_sink = match nomad_plugin::logging::init_hclog(tracing::Level::INFO) {
+        Ok(sink) => Some(sink),
+        Err(e) => {
+            to_stderr(&format!("[WARN]  nomad_iis: logging is off: {e}"));
+            None
+        }
+    };
+    let code = run_driver(args).await;
+    if let Some(sink) = log_sink {
+        sink.flush(Duration::from_millis(300));
+    }
+    code
+}
+
+async fn run_driver(args: PluginArgs) -> ExitCode {
+    if let Err(e) = transport::ignore_sigint() {
+        tracing::warn!(error = %e, "cannot ignore SIGINT");
+    }
+    let host_command = match HostCommand::current_exe() {
+        Ok(command) => command,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot find this plugin's own executable");
+            return ExitCode::FAILURE;
+        }
+    };
+    let mut options = DriverOptions::new(args.runtime_dir, host_command);
+    options.management_api = args
+        .management_api_port
+        .filter(|port| *port != 0)
+        .map(|port| ManagementApi {
+            port,
+            api_key: args.management_api_key,
+            jwt_secret: args.management_api_jwt_secret,
+        });
+    options.procdump_accept_eula = args.procdump_accept_eula;
+    if let Some(api) = &options.management_api {
+        // The Management API is a later step: its settings are accepted and fingerprinted.
+        tracing::info!(
+            port = api.port,
+            "management API settings accepted (not served yet)"
+        );
+    }
+    let driver = IisDriver::new(options);
+    let listen = match args.port {
+        Some(port) => Listen::Tcp { port },
+        None => Listen::Unix { dir: None },
+    };
+    match transport::serve(listen, driver.routes(), terminated()).await {
+        Ok(()) => {
+            tracing::info!(
+                tasks = driver.tasks().len(),
+                "plugin stopped; site hosts keep running"
+            );
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "plugin transport failed");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Completes on SIGTERM, so a plain `kill` stops the plugin cleanly (its tasks keep running).
+async fn terminated() {
+    match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+        Ok(mut signal) => {
+            signal.recv().await;
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot watch for SIGTERM");
+            std::future::pending::<()>().await;
+        }
+    }
+}
+
+/// `nomad_iis host --runtime-dir DIR`: runs one task's site host; its exit code tells the driver
+/// how it ended (0 graceful, 2 config or certificate error, 3 address in use, 1 other).
+pub fn host_main(args: &[OsString]) -> ExitCode {
+    let args = match HostArgs::try_parse_from(args) {
+        Ok(args) => args,
+        Err(e) => {
+            to_stderr(&format!(
+                "nomad_iis host: {}",
+                e.render().to_string().trim_end()
+            ));
+            return ExitCode::FAILURE;
+        }
+    };
+    let code = host::run_from_runtime_dir(&args.runtime_dir);
+    ExitCode::from(u8::try_from(code).unwrap_or(1))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(args: &[&str]) -> Result<PluginArgs, String> {
+        let args: Vec<OsString> = args.iter().map(OsString::from).collect();
+        parse_plugin_args(&args)
+    }
+
+    #[test]
+    fn both_flag_forms_parse() {
+        let args = parse(&[
+            "--port",
+            "0",
+            "--management-api-port=5004",
+            "--management-api-key",
+            "k",
+            "--management-api-jwt-secret=s",
+            "--procdump-accept-eula=true",
+            "--runtime-dir=/tmp/x",
+        ])
+        .unwrap();
+        assert_eq!(args.port, Some(0));
+        assert_eq!(args.management_api_port, Some(5004));
+        assert_eq!(args.management_api_key.as_deref(), Some("k"));
+        assert_eq!(args.management_api_jwt_secret.as_deref(), Some("s"));
+        assert!(args.procdump_accept_eula);
+        assert_eq!(args.runtime_dir, PathBuf::from("/tmp/x"));
+        let defaults = parse(&[]).unwrap();
+        assert_eq!(defaults.port, None);
+        assert!(!defaults.procdump_accept_eula);
+        assert_eq!(defaults.runtime_dir, PathBuf::from(DEFAULT_RUNTIME_DIR));
+        assert!(
+            !parse(&["--procdump-accept-eula", "false"])
+                .unwrap()
+                .procdump_accept_eula
+        );
+    }
+
+    #[test]
+    fn unknown_flags_and_bad_values_are_named() {
+        let err = parse(&["--bogus=1"]).unwrap_err();
+        assert!(err.contains("--bogus"), "{err}");
+        let err = parse(&["--port=http"]).unwrap_err();
+        assert!(err.contains("--port"), "{err}");
+        let err = parse(&["--procdump-accept-eula=maybe"]).unwrap_err();
+        assert!(err.contains("maybe"), "{err}");
+    }
+
+    #[test]
+    fn texts_explain_the_agent_configuration() {
+        assert!(usage().contains("plugin \"nomad_iis\""));
+        let text = not_launched_by_nomad();
+        assert!(text.contains("plugin_dir"));
+        assert!(text.contains("--help"));
+        assert!(text.contains("nomad_iis run JOBFILE"));
+        assert!(text.contains("enabled = true"));
     }
 }
