@@ -8,7 +8,9 @@ fn workspace_root() -> PathBuf {
 }
 
 fn rust_files(dir: &Path, out: &mut Vec<PathBuf>) {
-    let Ok(entries) = std::fs::read_dir(dir) else { return };
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
     for entry in entries.flatten() {
         let path = entry.path();
         let name = entry.file_name();
@@ -30,15 +32,25 @@ fn every_rust_file_starts_with_a_module_doc_comment() {
     assert!(files.len() > 20, "found only {} files", files.len());
     let missing: Vec<_> = files
         .iter()
-        .filter(|f| !std::fs::read_to_string(f).unwrap_or_default().starts_with("//!"))
+        .filter(|f| {
+            !std::fs::read_to_string(f)
+                .unwrap_or_default()
+                .starts_with("//!")
+        })
         .collect();
-    assert!(missing.is_empty(), "files without a leading //! comment: {missing:?}");
+    assert!(
+        missing.is_empty(),
+        "files without a leading //! comment: {missing:?}"
+    );
 }
 
 #[test]
 fn every_crate_root_states_its_unsafe_policy() {
     let mut roots = Vec::new();
-    for entry in std::fs::read_dir(workspace_root().join("crates")).unwrap().flatten() {
+    for entry in std::fs::read_dir(workspace_root().join("crates"))
+        .unwrap()
+        .flatten()
+    {
         for root in ["src/lib.rs", "src/main.rs"] {
             let path = entry.path().join(root);
             if path.exists() {
@@ -53,5 +65,8 @@ fn every_crate_root_states_its_unsafe_policy() {
             !text.contains("#![forbid(unsafe_code)]") && !text.contains("#![deny(unsafe_code)]")
         })
         .collect();
-    assert!(silent.is_empty(), "crate roots without forbid/deny(unsafe_code): {silent:?}");
+    assert!(
+        silent.is_empty(),
+        "crate roots without forbid/deny(unsafe_code): {silent:?}"
+    );
 }

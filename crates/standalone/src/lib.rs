@@ -74,6 +74,9 @@ async fn run_async(options: RunOptions) -> anyhow::Result<i32> {
     for warning in &plan.warnings {
         eprintln!("warning: {warning}");
     }
+    // Listen for Ctrl-C and SIGTERM before anything starts: the banner invites Ctrl-C, which
+    // must never find the default action (death without clean-up) in place.
+    let signals = Signals::install()?;
     let root = RuntimeRoot::create(options.runtime_root.as_deref())?;
     let mut prepared = Vec::new();
     for task in &plan.tasks {
@@ -112,14 +115,29 @@ async fn run_async(options: RunOptions) -> anyhow::Result<i32> {
     }
     println!("Press Ctrl-C to stop.");
 
-    let code = wait_for_end(&mut hosts).await?;
+    let code = wait_for_end(&mut hosts, signals).await?;
     stop_all(&mut hosts).await;
     Ok(code)
 }
 
 /// Waits for Ctrl-C, SIGTERM, or the first host to exit on its own.
-async fn wait_for_end(hosts: &mut [HostChild]) -> anyhow::Result<i32> {
-    let mut sigterm = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+/// The stop signals `run` answers, installed once at start.
+struct Signals {
+    interrupt: tokio::signal::unix::Signal,
+    terminate: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    fn install() -> anyhow::Result<Self> {
+        use tokio::signal::unix::{SignalKind, signal};
+        Ok(Self {
+            interrupt: signal(SignalKind::interrupt()).context("cannot handle SIGINT")?,
+            terminate: signal(SignalKind::terminate()).context("cannot handle SIGTERM")?,
+        })
+    }
+}
+
+async fn wait_for_end(hosts: &mut [HostChild], mut signals: Signals) -> anyhow::Result<i32> {
     let exited = async {
         loop {
             for host in hosts.iter_mut() {
@@ -134,8 +152,8 @@ async fn wait_for_end(hosts: &mut [HostChild]) -> anyhow::Result<i32> {
         }
     };
     tokio::select! {
-        _ = tokio::signal::ctrl_c() => { eprintln!("stopping…"); Ok(0) }
-        _ = sigterm.recv() => { eprintln!("stopping…"); Ok(0) }
+        _ = signals.interrupt.recv() => { eprintln!("stopping…"); Ok(0) }
+        _ = signals.terminate.recv() => { eprintln!("stopping…"); Ok(0) }
         (name, code, reason) = exited => {
             eprintln!("{name}: the site host exited ({reason}); stopping the others");
             Ok(if code == 0 { 1 } else { code })
