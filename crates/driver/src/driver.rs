@@ -352,6 +352,8 @@ impl IisDriver {
         let deadline = tokio::time::Instant::now() + limit;
         let client = control::Client::new(socket).with_timeout(Duration::from_secs(2));
         let runtime_dir = socket.parent().unwrap_or(Path::new("/"));
+        // A host is usually ready within a few milliseconds: poll fast first, then back off.
+        let mut pause = Duration::from_millis(1);
         loop {
             match child.try_wait() {
                 Ok(Some(status)) => return Err(early_exit(status, runtime_dir)),
@@ -372,7 +374,8 @@ impl IisDriver {
                     "site host did not become ready within {limit:?}"
                 )));
             }
-            tokio::time::sleep(Duration::from_millis(50)).await;
+            tokio::time::sleep(pause).await;
+            pause = (pause * 2).min(Duration::from_millis(50));
         }
     }
 
