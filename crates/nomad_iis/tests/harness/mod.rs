@@ -301,7 +301,11 @@ impl Fixture {
         if !options.args.iter().any(|a| a.starts_with("--runtime-dir")) {
             command.arg(format!("--runtime-dir={}", self.runtime_root.display()));
         }
+        // The plugin's socket folder goes under the system temp folder; pointing that at this
+        // fixture's folder means a plugin killed with SIGKILL (as Nomad and these tests do)
+        // leaves no socket folder behind in /tmp.
         command
+            .env("TMPDIR", self.temp.path())
             .env("PLUGIN_PROTOCOL_VERSIONS", "2")
             .env("PLUGIN_MIN_PORT", "10000")
             .env("PLUGIN_MAX_PORT", "25000")
