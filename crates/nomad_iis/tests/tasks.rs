@@ -17,6 +17,10 @@ enabled = true
 fingerprint_interval = "10s"
 "#;
 
+/// Go's zero `time.Time` (0001-01-01T00:00:00Z) as a protobuf timestamp: what Nomad's own
+/// drivers send for a time that has not happened yet.
+const GO_ZERO_TIME_SECONDS: i64 = -62_135_596_800;
+
 fn local(port: u16) -> SocketAddr {
     SocketAddr::from(([127, 0, 0, 1], port))
 }
@@ -256,6 +260,11 @@ async fn static_site_runs_from_start_to_destroy() {
     let status = inspect.task.unwrap();
     assert_eq!(status.state, pb::TaskState::Running as i32);
     assert!(status.started_at.is_some());
+    // Nomad decodes completed_at and result without a nil check (a nil timestamp is an error,
+    // a nil result a nil dereference): both are set while running, as Go's zero values.
+    let completed_at = status.completed_at.expect("completed_at set while running");
+    assert_eq!(completed_at.seconds, GO_ZERO_TIME_SECONDS);
+    assert_eq!(status.result, Some(pb::ExitResult::default()));
 
     // Check 13: stats.
     let mut stats = clients
@@ -323,6 +332,19 @@ async fn static_site_runs_from_start_to_destroy() {
         .expect("WaitTask answers at once after the exit")
         .unwrap();
     assert_eq!(again.result, Some(result));
+    let status = clients
+        .driver
+        .inspect_task(pb::InspectTaskRequest {
+            task_id: task.id.clone(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .task
+        .unwrap();
+    assert_eq!(status.state, pb::TaskState::Exited as i32);
+    assert!(status.completed_at.unwrap().seconds > GO_ZERO_TIME_SECONDS);
+    assert_eq!(status.result, Some(result));
     // The stats stream ends after the exit.
     let end = tokio::time::timeout(Duration::from_secs(5), async {
         while let Some(item) = stats.next().await {
