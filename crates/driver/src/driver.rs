@@ -50,6 +50,12 @@ const MIN_STATS_INTERVAL: Duration = Duration::from_millis(100);
 const KILL_WAIT: Duration = Duration::from_secs(10);
 /// How often the fingerprint stream looks for a health change between regular messages.
 const HEALTH_CHECK_PERIOD: Duration = Duration::from_secs(5);
+/// Go's zero `time.Time` (0001-01-01T00:00:00Z): what Nomad's drivers report as the completion
+/// time of a task that has not completed.
+const GO_ZERO_TIME: prost_types::Timestamp = prost_types::Timestamp {
+    seconds: -62_135_596_800,
+    nanos: 0,
+};
 /// Time limit for control commands other than shutdown.
 const CONTROL_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -629,8 +635,10 @@ impl IisDriver {
                 name: handle.task_ref().task_name,
                 state: snapshot.state as i32,
                 started_at: Some(snapshot.started_at.into()),
-                completed_at: snapshot.completed_at.map(Into::into),
-                result: snapshot.exit.map(|e| e.to_proto()),
+                // Nomad decodes both without a nil check: a running task reports Go's zero
+                // time and a zero result, as Nomad's own drivers do.
+                completed_at: Some(snapshot.completed_at.map_or(GO_ZERO_TIME, Into::into)),
+                result: Some(snapshot.exit.map(|e| e.to_proto()).unwrap_or_default()),
             }),
             driver: Some(pb::TaskDriverStatus { attributes }),
             network_override: None,
