@@ -1088,3 +1088,53 @@ async fn issue_80_stats_polling_does_not_leak() {
     destroy(&mut clients, &task.id, true).await.unwrap();
     assert_clean(&mut fixture, index);
 }
+
+// StopTask takes whatever timeout Nomad sends: one too large for a deadline still stops the
+// task gracefully, and a zero one stops it at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stop_accepts_any_timeout() {
+    let mut fixture = Fixture::new();
+    let (index, mut clients) = plugin(&mut fixture).await;
+    for (name, timeout) in [
+        (
+            "huge",
+            prost_types::Duration {
+                seconds: i64::MAX,
+                nanos: 0,
+            },
+        ),
+        ("zero", prost_types::Duration::default()),
+    ] {
+        let alloc = fixture.allocation(name).await;
+        alloc.static_site("site", name);
+        let (task, handle) = start(
+            &fixture,
+            &mut clients,
+            &alloc,
+            r#"
+            application { path = "local/site" }
+            binding {
+              type = "http"
+              port = "http"
+            }
+            "#,
+            &[("http", harness::free_port())],
+        )
+        .await
+        .unwrap();
+        clients
+            .driver
+            .stop_task(pb::StopTaskRequest {
+                task_id: task.id.clone(),
+                timeout: Some(timeout),
+                signal: String::new(),
+            })
+            .await
+            .unwrap_or_else(|e| panic!("{name}: {e:?}"));
+        assert!(!harness::alive(host_pid(&handle)), "{name}: host gone");
+        let result = wait(&mut clients, &task.id).await.unwrap().result;
+        assert!(result.is_some(), "{name}");
+        destroy(&mut clients, &task.id, true).await.unwrap();
+    }
+    assert_clean(&mut fixture, index);
+}
