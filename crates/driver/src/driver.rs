@@ -42,6 +42,9 @@ pub const HANDLE_VERSION: i32 = 1;
 
 /// Used when Nomad sends no kill timeout (its own default `kill_timeout`).
 const DEFAULT_STOP_TIMEOUT: Duration = Duration::from_secs(5);
+/// Longest StopTask timeout honoured. Nomad caps kill timeouts far below this (its client's
+/// `max_kill_timeout`, 30 s by default); the cap keeps deadlines representable.
+const MAX_STOP_TIMEOUT: Duration = Duration::from_secs(24 * 60 * 60);
 /// Used when Nomad sends no stats interval.
 const DEFAULT_STATS_INTERVAL: Duration = Duration::from_secs(1);
 /// Shortest stats interval honoured, so a zero interval is no busy loop.
@@ -963,7 +966,9 @@ impl Driver for IisDriver {
         request: Request<pb::StopTaskRequest>,
     ) -> RpcResult<pb::StopTaskResponse> {
         let request = request.into_inner();
-        let timeout = duration(request.timeout).unwrap_or(DEFAULT_STOP_TIMEOUT);
+        let timeout = duration(request.timeout)
+            .unwrap_or(DEFAULT_STOP_TIMEOUT)
+            .min(MAX_STOP_TIMEOUT);
         self.stop(&request.task_id, timeout, &request.signal)
             .await?;
         Ok(Response::new(pb::StopTaskResponse {}))
