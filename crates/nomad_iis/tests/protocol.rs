@@ -91,7 +91,23 @@ async fn without_the_cookie_it_explains_itself_and_exits_1() {
         .unwrap();
     assert_eq!(output.status.code(), Some(1));
     assert!(output.stdout.is_empty());
-    assert!(String::from_utf8_lossy(&output.stderr).contains("--no-such-flag"));
+    // Launched by Nomad, the complaint must reach the agent's log at error level: a plain line
+    // would be logged at debug level and never seen.
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    let errors: Vec<serde_json::Value> = stderr
+        .lines()
+        .filter_map(|line| serde_json::from_str(line).ok())
+        .filter(|entry: &serde_json::Value| entry["@level"] == "error")
+        .collect();
+    assert!(
+        errors.iter().any(|e| e["@message"]
+            .as_str()
+            .is_some_and(|m| m.contains("--no-such-flag"))),
+        "{stderr}"
+    );
+    for line in stderr.lines() {
+        harness::check_stderr_line(line).unwrap();
+    }
 
     let output = tokio::process::Command::new(harness::binary())
         .arg("--help")
