@@ -135,13 +135,43 @@ fn parse_plugin_args(args: &[OsString]) -> Result<PluginArgs, String> {
     PluginArgs::try_parse_from(args).map_err(|e| e.render().to_string())
 }
 
+/// The line that says what is wrong in a clap error text (its first non-empty line, without
+/// clap's `error: ` prefix); the rest is usage help for people.
+fn headline(clap_text: &str) -> &str {
+    let first = clap_text
+        .lines()
+        .map(str::trim)
+        .find(|line| !line.is_empty())
+        .unwrap_or("invalid arguments");
+    first.strip_prefix("error: ").unwrap_or(first)
+}
+
+/// One hclog JSON line at error level, for problems found before logging is set up.
+fn hclog_error_line(message: &str) -> String {
+    let line =
+        nomad_plugin::logging::render_line(tracing::Level::ERROR, message, serde_json::Map::new());
+    String::from_utf8_lossy(&line).into_owned()
+}
+
+/// Reports a problem found before logging is up. Nomad logs plain stderr lines at debug level
+/// only, so when Nomad launched us the problem goes out as one hclog error line; a person
+/// running the binary by hand gets the full text.
+fn report_startup_error(headline: &str, full_text: &str) {
+    if transport::launched_by_nomad() {
+        to_stderr(&hclog_error_line(&format!("nomad_iis: {headline}")));
+    } else {
+        to_stderr(&format!("nomad_iis: {}", full_text.trim_end()));
+    }
+}
+
 /// Plugin mode: parses the arguments, checks Nomad's magic cookie and serves the driver until
 /// Nomad shuts the plugin down. Tasks (their site hosts) outlive this process.
 pub fn main(args: &[OsString]) -> ExitCode {
     let args = match parse_plugin_args(args) {
         Ok(args) => args,
         Err(message) => {
-            to_stderr(&format!("nomad_iis: {}", message.trim_end()));
+            let headline = format!("invalid plugin arguments: {}", headline(&message));
+            report_startup_error(&headline, &message);
             return ExitCode::FAILURE;
         }
     };
@@ -155,7 +185,8 @@ pub fn main(args: &[OsString]) -> ExitCode {
     {
         Ok(runtime) => runtime,
         Err(e) => {
-            to_stderr(&format!("nomad_iis: cannot start the async runtime: {e}"));
+            let message = format!("cannot start the async runtime: {e}");
+            report_startup_error(&message, &message);
             return ExitCode::FAILURE;
         }
     };
@@ -306,6 +337,20 @@ mod tests {
         assert!(err.contains("--port"), "{err}");
         let err = parse(&["--procdump-accept-eula=maybe"]).unwrap_err();
         assert!(err.contains("maybe"), "{err}");
+    }
+
+    #[test]
+    fn startup_errors_become_one_hclog_error_line() {
+        let text = parse(&["--bogus=1"]).unwrap_err();
+        let first = headline(&text);
+        assert!(first.contains("--bogus"), "{first}");
+        assert!(!first.starts_with("error:"), "{first}");
+        let line = hclog_error_line(first);
+        assert!(!line.contains('\n'));
+        let entry: serde_json::Value = serde_json::from_str(&line).unwrap();
+        assert_eq!(entry["@level"], "error");
+        assert_eq!(entry["@message"], first);
+        assert_eq!(headline("\n  \n"), "invalid arguments");
     }
 
     #[test]
