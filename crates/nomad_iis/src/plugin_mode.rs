@@ -14,6 +14,7 @@ use std::time::Duration;
 
 use clap::{ArgAction, Parser};
 use driver::{DriverOptions, HostCommand, IisDriver, ManagementApi, PLUGIN_NAME};
+use nomad_plugin::logging::LogSink;
 use nomad_plugin::transport::{self, Listen};
 
 /// Default root of the hosts' runtime folders.
@@ -205,6 +206,7 @@ async fn serve_plugin(args: PluginArgs) -> ExitCode {
             None
         }
     };
+    install_panic_hook(log_sink.clone());
     let code = run_driver(args).await;
     if let Some(sink) = log_sink {
         sink.flush(Duration::from_millis(300));
@@ -258,6 +260,53 @@ async fn run_driver(args: PluginArgs) -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// How long a panic waits for its log line to be written (the process may be about to end).
+const PANIC_FLUSH_LIMIT: Duration = Duration::from_millis(200);
+
+/// Replaces Rust's panic message with one hclog error line. The default message is plain text,
+/// which Nomad logs at debug level only, and it is a blocking write to stderr; this line goes
+/// through the non-blocking log sink instead (or straight to stderr when logging is off).
+fn install_panic_hook(sink: Option<LogSink>) {
+    std::panic::set_hook(Box::new(move |info| {
+        let line = panic_line(info);
+        match &sink {
+            Some(sink) => {
+                sink.push(line);
+                sink.flush(PANIC_FLUSH_LIMIT);
+            }
+            None => to_stderr(&String::from_utf8_lossy(&line)),
+        }
+    }));
+}
+
+/// The hclog line for a panic: its message, where it happened, the thread and, when
+/// `RUST_BACKTRACE` asks for one, the backtrace.
+fn panic_line(info: &std::panic::PanicHookInfo<'_>) -> Vec<u8> {
+    let payload = info.payload();
+    let message = payload
+        .downcast_ref::<&str>()
+        .map(|text| (*text).to_owned())
+        .or_else(|| payload.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "a panic without a message".to_owned());
+    let mut fields = serde_json::Map::new();
+    if let Some(location) = info.location() {
+        fields.insert(
+            "location".to_owned(),
+            format!("{}:{}", location.file(), location.line()).into(),
+        );
+    }
+    let thread = std::thread::current();
+    fields.insert(
+        "thread".to_owned(),
+        thread.name().unwrap_or("unnamed").into(),
+    );
+    let backtrace = std::backtrace::Backtrace::capture();
+    if backtrace.status() == std::backtrace::BacktraceStatus::Captured {
+        fields.insert("backtrace".to_owned(), backtrace.to_string().into());
+    }
+    nomad_plugin::logging::render_line(tracing::Level::ERROR, &format!("panic: {message}"), fields)
 }
 
 /// Completes on SIGTERM, so a plain `kill` stops the plugin cleanly (its tasks keep running).
@@ -351,6 +400,58 @@ mod tests {
         assert_eq!(entry["@level"], "error");
         assert_eq!(entry["@message"], first);
         assert_eq!(headline("\n  \n"), "invalid arguments");
+    }
+
+    /// A writer into shared memory, standing in for stderr.
+    #[derive(Clone, Default)]
+    struct Captured(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+
+    impl Write for Captured {
+        fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+            self.0
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .extend_from_slice(bytes);
+            Ok(bytes.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    /// Puts Rust's own panic hook back, also when an assertion fails.
+    struct RestoreDefaultHook;
+
+    impl Drop for RestoreDefaultHook {
+        fn drop(&mut self) {
+            drop(std::panic::take_hook());
+        }
+    }
+
+    #[test]
+    fn panics_are_logged_as_one_hclog_error_line() {
+        let captured = Captured::default();
+        let sink = LogSink::spawn(captured.clone(), 16).unwrap();
+        let restore = RestoreDefaultHook;
+        install_panic_hook(Some(sink));
+        let outcome = std::panic::catch_unwind(|| panic!("boom {}", 42));
+        drop(restore);
+        assert!(outcome.is_err());
+        let written = captured.0.lock().unwrap().clone();
+        let text = String::from_utf8(written).unwrap();
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines.len(), 1, "{text}");
+        let entry: serde_json::Value = serde_json::from_str(lines[0]).unwrap();
+        assert_eq!(entry["@level"], "error");
+        assert_eq!(entry["@message"], "panic: boom 42");
+        assert!(
+            entry["location"]
+                .as_str()
+                .is_some_and(|l| l.contains("plugin_mode.rs")),
+            "{entry}"
+        );
+        assert!(entry["thread"].is_string());
+        assert!(entry["@timestamp"].is_string());
     }
 
     #[test]
