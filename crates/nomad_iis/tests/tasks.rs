@@ -804,3 +804,105 @@ async fn stop_accepts_any_timeout() {
     }
     fixture.assert_clean(index);
 }
+
+// A plugin restart while StopTask is in flight: the host keeps draining, the next plugin
+// recovers it (it still answers while it drains), and WaitTask there reports the graceful exit.
+// A recovered host killed from outside (the plugin is not its parent) reports signal 9.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stop_in_flight_survives_a_plugin_restart() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut fixture = Fixture::new();
+    let (first, mut clients) = plugin(&mut fixture).await;
+    let alloc = fixture.allocation("drain").await;
+    let site_dir = alloc.static_site("site", "drain");
+    // Far larger than the socket buffers: a client that stops reading keeps the request in
+    // flight, so the drain lasts until that client goes away.
+    std::fs::write(site_dir.join("big.bin"), vec![0u8; 64 << 20]).unwrap();
+    let port = harness::free_port();
+    let draining = fixture
+        .start_task(
+            &mut clients,
+            &alloc,
+            r#"
+            application_pool {
+              name                = "default"
+              shutdown_time_limit = "60s"
+            }
+            application { path = "local/site" }
+            binding {
+              type = "http"
+              port = "http"
+            }
+            "#,
+            &[("http", port)],
+        )
+        .await
+        .expect("StartTask");
+    let killed = fixture
+        .start_static_site(&mut clients, "killed", "killed")
+        .await;
+
+    let mut download = tokio::net::TcpStream::connect(local(port)).await.unwrap();
+    download
+        .write_all(b"GET /big.bin HTTP/1.1\r\nHost: localhost\r\n\r\n")
+        .await
+        .unwrap();
+    let mut status_line = [0u8; 12];
+    download.read_exact(&mut status_line).await.unwrap();
+    assert_eq!(&status_line, b"HTTP/1.1 200");
+
+    // StopTask reaches the host (it stops accepting), then the plugin dies mid-call.
+    let stopping = {
+        let mut clients = clients.clone();
+        let id = draining.id().to_owned();
+        tokio::spawn(async move {
+            clients
+                .driver
+                .stop_task(pb::StopTaskRequest {
+                    task_id: id,
+                    timeout: Some(harness::proto_duration(Duration::from_secs(60))),
+                    signal: String::new(),
+                })
+                .await
+        })
+    };
+    assert!(
+        harness::eventually(Duration::from_secs(10), || std::net::TcpStream::connect(
+            local(port)
+        )
+        .is_err())
+        .await,
+        "the host stops accepting once StopTask reached it"
+    );
+    fixture.plugin(first).kill();
+    assert!(
+        stopping.await.unwrap().is_err(),
+        "StopTask fails with its plugin"
+    );
+    assert!(harness::alive(draining.host_pid()), "the host still drains");
+
+    let (second, mut clients) = plugin(&mut fixture).await;
+    clients
+        .recover(draining.persisted_handle())
+        .await
+        .expect("RecoverTask of a draining host");
+    clients
+        .recover(killed.task.persisted_handle())
+        .await
+        .expect("RecoverTask");
+    let waiting = clients.wait_in_background(draining.id());
+    // The download's end ends the drain; the host exits by itself.
+    drop(download);
+    let response = waiting.await.unwrap().unwrap();
+    assert_eq!(response.result, Some(pb::ExitResult::default()));
+    assert_eq!(response.err, "");
+
+    send_signal(killed.task.host_pid(), nix::sys::signal::Signal::SIGKILL);
+    let result = clients.exit_result(killed.id()).await;
+    assert_eq!((result.exit_code, result.signal), (137, 9));
+    for id in [draining.id(), killed.id()] {
+        clients.destroy(id, true).await.unwrap();
+    }
+    assert!(fixture.host_processes().is_empty());
+    fixture.assert_clean(second);
+}
