@@ -517,6 +517,19 @@ impl IisDriver {
                 detail: format!("process {} is no longer running", state.host_pid),
             });
         }
+        // A matching pid and start time can still be a stranger (a reboot may hand both out
+        // again); nothing may be sent to a process group we cannot prove is the host's.
+        if !host.is_host_of(&state.runtime_dir) {
+            self.remove_runtime_dir(&state.runtime_dir);
+            return Err(DriverError::HostGone {
+                task_id,
+                detail: format!(
+                    "process {} is not its site host (it does not run in {})",
+                    state.host_pid,
+                    state.runtime_dir.display()
+                ),
+            });
+        }
         let client = control::Client::new(state.runtime_dir.join(control::CONTROL_SOCKET))
             .with_timeout(Duration::from_secs(5));
         let mut last_error = None;

@@ -65,6 +65,23 @@ impl ProcessIdentity {
         Self::of(self.pid).is_some_and(|now| now.start_time == self.start_time)
     }
 
+    /// Whether this process was started with `runtime_dir` as one of its arguments, as every
+    /// site host is (`… --runtime-dir DIR`). Pid and start time alone can match a stranger
+    /// after a reboot; this tells a host from it before anything is sent to its group.
+    pub fn is_host_of(&self, runtime_dir: &Path) -> bool {
+        let Ok(pid) = i32::try_from(self.pid) else {
+            return false;
+        };
+        let Ok(arguments) = procfs::process::Process::new(pid).and_then(|p| p.cmdline()) else {
+            return false;
+        };
+        let wanted = runtime_dir.as_os_str();
+        self.is_alive()
+            && arguments
+                .iter()
+                .any(|argument| std::ffi::OsStr::new(argument) == wanted)
+    }
+
     /// Sends `sig` to this process if it is still the same process.
     pub fn signal(&self, sig: Signal) -> io::Result<()> {
         if !self.is_alive() {
@@ -189,6 +206,27 @@ mod tests {
         use std::os::unix::process::ExitStatusExt;
         assert_eq!(status.signal(), Some(9));
         assert!(!identity.is_alive());
+        guard.0 = None;
+    }
+
+    #[tokio::test]
+    async fn a_host_is_recognised_by_its_runtime_dir_argument() {
+        let dir = tempfile::tempdir().unwrap();
+        let command = HostCommand {
+            program: "/bin/sh".into(),
+            args: vec!["-c".into(), "sleep 30".into(), "sh".into()],
+        };
+        let child = spawn_host(&command, dir.path()).unwrap();
+        let mut guard = Reap(Some(child));
+        let pid = guard.0.as_ref().unwrap().id().unwrap();
+        let identity = ProcessIdentity::of(pid).unwrap();
+        assert!(identity.is_host_of(dir.path()));
+        assert!(!identity.is_host_of(&dir.path().join("other")));
+        let me = ProcessIdentity::of(std::process::id()).unwrap();
+        assert!(!me.is_host_of(dir.path()));
+        identity.kill_group().unwrap();
+        guard.0.as_mut().unwrap().wait().await.unwrap();
+        assert!(!identity.is_host_of(dir.path()));
         guard.0 = None;
     }
 
