@@ -493,6 +493,23 @@ async fn fingerprint_streams_periodically_until_cancelled() {
         assert!(first.attributes.contains_key(key), "missing {key}");
     }
     assert!(!first.attributes.contains_key("driver.iis.iis_version"));
+    // Types as the original reports them: constraints compare them as such.
+    use nomad_plugin::proto::structs::attribute::Value;
+    let value = |key: &str| first.attributes[key].value.clone();
+    assert!(matches!(value("driver.iis.version"), Some(Value::StringVal(v)) if !v.is_empty()));
+    assert!(matches!(
+        value("driver.iis.management_api_port"),
+        Some(Value::IntVal(_))
+    ));
+    for key in [
+        "driver.iis.directory_security_enabled",
+        "driver.iis.target_websites_enabled",
+        "driver.iis.management_api_enabled",
+        "driver.iis.iis_aspnet_core_available",
+        "driver.iis.iis_rewrite_module_available",
+    ] {
+        assert!(matches!(value(key), Some(Value::BoolVal(_))), "{key}");
+    }
     // The stream stays open over two periods and keeps sending.
     for _ in 0..2 {
         let next = tokio::time::timeout(Duration::from_secs(25), stream.next())

@@ -65,6 +65,11 @@ async fn static_site_runs_from_start_to_destroy() {
     let runtime = task.runtime_dir();
     assert!(runtime.starts_with(&fixture.runtime_root));
     assert!(runtime.join("control.sock").as_os_str().len() < 100);
+    for private in [&runtime, &fixture.runtime_root] {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(private).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o700, "{}", private.display());
+    }
 
     // The host is detached and clean: own session and group, no cookie, no plugin stdout.
     assert_eq!(session_and_group(pid), (pid as i32, pid as i32));
@@ -720,6 +725,11 @@ async fn host_start_failure_is_fatal_and_cleaned_up() {
         .unwrap_err();
     assert_eq!(err.code(), tonic::Code::InvalidArgument, "{err:?}");
     assert!(err.message().contains("missing.crt"), "{}", err.message());
+    assert!(
+        err.message().contains("binding[0].certificate"),
+        "{}",
+        err.message()
+    );
     assert!(!nomad_plugin::status::is_recoverable(&err));
     assert!(fixture.host_processes().is_empty());
     let leftovers = fixture.runtime_leftovers();
@@ -905,4 +915,25 @@ async fn a_stop_in_flight_survives_a_plugin_restart() {
     }
     assert!(fixture.host_processes().is_empty());
     fixture.assert_clean(second);
+}
+
+// A host that crashes while the plugin is its parent reports the real signal (SIGABRT here),
+// as an exit code of 128 + signal and as a task event.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_crashed_host_reports_its_signal() {
+    let mut fixture = Fixture::new();
+    let (index, mut clients) = plugin(&mut fixture).await;
+    let mut events = clients.events().await;
+    let site = fixture
+        .start_static_site(&mut clients, "crash", "crash")
+        .await;
+    send_signal(site.task.host_pid(), nix::sys::signal::Signal::SIGABRT);
+    let response = clients.wait(site.id()).await.unwrap();
+    let result = response.result.expect("result always set");
+    assert_eq!((result.exit_code, result.signal), (134, 6));
+    assert_eq!(response.err, "", "a crash leaves no exit record");
+    harness::expect_event(&mut events, &site.alloc, "killed by signal 6").await;
+    clients.destroy(site.id(), true).await.unwrap();
+    assert!(fixture.host_processes().is_empty());
+    fixture.assert_clean(index);
 }
