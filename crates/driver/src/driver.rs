@@ -454,13 +454,7 @@ impl IisDriver {
     }
 
     async fn kill(&self, handle: &TaskHandle) -> Result<(), DriverError> {
-        if let Err(source) = handle.host().kill_group() {
-            return Err(DriverError::Io {
-                what: "killing the site host",
-                path: handle.driver_state().runtime_dir.clone(),
-                source,
-            });
-        }
+        kill_group(handle)?;
         if handle.wait_for(KILL_WAIT).await {
             Ok(())
         } else {
@@ -614,16 +608,7 @@ impl IisDriver {
                     }
                 }
             }
-            None => {
-                handle
-                    .host()
-                    .kill_group()
-                    .map_err(|source| DriverError::Io {
-                        what: "killing the site host",
-                        path: handle.driver_state().runtime_dir.clone(),
-                        source,
-                    })?;
-            }
+            None => kill_group(&handle)?,
         }
         self.inner
             .events
@@ -722,11 +707,21 @@ impl IisDriver {
     }
 }
 
+/// Sends SIGKILL to a task's host and its workers, if the host is still the same process.
+fn kill_group(handle: &TaskHandle) -> Result<(), DriverError> {
+    handle
+        .host()
+        .kill_group()
+        .map_err(|source| DriverError::Io {
+            what: "killing the site host",
+            path: handle.driver_state().runtime_dir.clone(),
+            source,
+        })
+}
+
 /// What a host that exited before it was ready tells us, from its exit record.
 fn early_exit(status: std::process::ExitStatus, runtime_dir: &Path) -> DriverError {
-    let record: Option<control::ExitRecord> = std::fs::read(runtime_dir.join(control::EXIT_RECORD))
-        .ok()
-        .and_then(|bytes| serde_json::from_slice(&bytes).ok());
+    let record = runtime::read_exit_record(runtime_dir);
     let code = record.as_ref().map(|r| r.code).or(status.code());
     let reason = record.map_or_else(|| format!("site host {status}"), |r| r.reason);
     match code {
@@ -1153,31 +1148,9 @@ mod tests {
             })
             .into_iter()
             .collect();
-        let spec = control::HostSpec {
-            alloc_id: "a".into(),
-            task_name: "web".into(),
-            site_name: "nomad-a-web".into(),
-            runtime_dir: "/run/x".into(),
-            task_dir: "/alloc/web".into(),
-            stdout_path: "/dev/null".into(),
-            stderr_path: "/dev/null".into(),
-            env: Default::default(),
-            bindings: vec![],
-            pools,
-            applications: vec![],
-            placeholder_app_path: None,
-        };
         TaskHandle::new(
             pb::TaskConfig::default(),
-            DriverState {
-                version: DRIVER_STATE_VERSION,
-                task_id: "a/web/00000000".into(),
-                host_pid: 1,
-                host_start_time: 0,
-                runtime_dir: "/run/x".into(),
-                spec,
-                started_at: 0,
-            },
+            crate::test_support::driver_state(1, 0, Path::new("/run/x"), pools),
         )
     }
 

@@ -230,9 +230,7 @@ impl TaskHandle {
     }
 
     fn read_exit_record(&self) -> Option<control::ExitRecord> {
-        let path = self.state.runtime_dir.join(control::EXIT_RECORD);
-        let bytes = std::fs::read(path).ok()?;
-        serde_json::from_slice(&bytes).ok()
+        crate::runtime::read_exit_record(&self.state.runtime_dir)
     }
 
     /// Watches a host this plugin spawned: reaps it and records its real wait status.
@@ -289,32 +287,6 @@ mod tests {
     use super::*;
     use crate::process::{HostCommand, spawn_host};
 
-    fn state_for(pid: u32, start_time: u64, runtime_dir: &std::path::Path) -> DriverState {
-        let spec = control::HostSpec {
-            alloc_id: "alloc".into(),
-            task_name: "web".into(),
-            site_name: "nomad-alloc-web".into(),
-            runtime_dir: runtime_dir.into(),
-            task_dir: runtime_dir.into(),
-            stdout_path: "/dev/null".into(),
-            stderr_path: "/dev/null".into(),
-            env: Default::default(),
-            bindings: vec![],
-            pools: vec![],
-            applications: vec![],
-            placeholder_app_path: None,
-        };
-        DriverState {
-            version: crate::state::DRIVER_STATE_VERSION,
-            task_id: "alloc/web/0123abcd".into(),
-            host_pid: pid,
-            host_start_time: start_time,
-            runtime_dir: runtime_dir.into(),
-            spec,
-            started_at: 0,
-        }
-    }
-
     struct KillOnDrop(u32);
     impl Drop for KillOnDrop {
         fn drop(&mut self) {
@@ -329,6 +301,28 @@ mod tests {
         }
     }
 
+    /// The handle of the live process `pid`, as if it were the host running in `dir`.
+    fn handle_of(pid: u32, dir: &std::path::Path) -> (Arc<TaskHandle>, ProcessIdentity) {
+        let identity = ProcessIdentity::of(pid).unwrap();
+        let state = crate::test_support::driver_state(pid, identity.start_time, dir, vec![]);
+        (TaskHandle::new(pb::TaskConfig::default(), state), identity)
+    }
+
+    /// Starts `script` as a stand-in host in `dir`, watched as a child of this process; the
+    /// guard kills its group.
+    fn watched_child(
+        script: &str,
+        dir: &std::path::Path,
+        events: EventBus,
+    ) -> (Arc<TaskHandle>, ProcessIdentity, KillOnDrop) {
+        let child = spawn_host(&shell(script), dir).unwrap();
+        let pid = child.id().unwrap();
+        let guard = KillOnDrop(pid);
+        let (handle, identity) = handle_of(pid, dir);
+        handle.spawn_child_watcher(child, events);
+        (handle, identity, guard)
+    }
+
     #[tokio::test]
     async fn child_exit_code_reaches_every_waiter() {
         let dir = tempfile::tempdir().unwrap();
@@ -336,17 +330,9 @@ mod tests {
             "sleep 0.3; echo '{{\"code\":2,\"reason\":\"bad cert\"}}' > {}/exit.json; exit 2",
             dir.path().display()
         );
-        let child = spawn_host(&shell(&script), dir.path()).unwrap();
-        let pid = child.id().unwrap();
-        let _guard = KillOnDrop(pid);
-        let identity = ProcessIdentity::of(pid).unwrap();
-        let handle = TaskHandle::new(
-            pb::TaskConfig::default(),
-            state_for(pid, identity.start_time, dir.path()),
-        );
         let bus = EventBus::new();
         let mut events = bus.subscribe();
-        handle.spawn_child_watcher(child, bus);
+        let (handle, _, _guard) = watched_child(&script, dir.path(), bus);
         let (a, b) = tokio::join!(handle.wait(), handle.wait());
         assert_eq!(a, b);
         assert_eq!(a.exit_code, 2);
@@ -361,15 +347,7 @@ mod tests {
     #[tokio::test]
     async fn killed_child_reports_the_signal() {
         let dir = tempfile::tempdir().unwrap();
-        let child = spawn_host(&shell("sleep 30"), dir.path()).unwrap();
-        let pid = child.id().unwrap();
-        let _guard = KillOnDrop(pid);
-        let identity = ProcessIdentity::of(pid).unwrap();
-        let handle = TaskHandle::new(
-            pb::TaskConfig::default(),
-            state_for(pid, identity.start_time, dir.path()),
-        );
-        handle.spawn_child_watcher(child, EventBus::new());
+        let (handle, identity, _guard) = watched_child("sleep 30", dir.path(), EventBus::new());
         assert!(handle.is_running());
         assert!(!handle.wait_for(Duration::from_millis(50)).await);
         identity.signal(nix::sys::signal::Signal::SIGTERM).unwrap();
@@ -393,11 +371,7 @@ mod tests {
             .trim()
             .parse()
             .unwrap();
-        let identity = ProcessIdentity::of(pid).unwrap();
-        let handle = TaskHandle::new(
-            pb::TaskConfig::default(),
-            state_for(pid, identity.start_time, dir.path()),
-        );
+        let (handle, _) = handle_of(pid, dir.path());
         handle.spawn_pid_watcher(EventBus::new());
         nix::sys::signal::kill(
             nix::unistd::Pid::from_raw(pid as i32),

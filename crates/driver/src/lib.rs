@@ -33,6 +33,8 @@ pub mod process;
 pub mod runtime;
 pub mod state;
 pub mod stats;
+#[cfg(test)]
+mod test_support;
 
 pub use driver::{
     DriverOptions, HANDLE_VERSION, IisDriver, ManagementApi, PLUGIN_API_VERSION, PLUGIN_NAME,
