@@ -355,22 +355,26 @@ mod tests {
         assert_eq!((outcome.exit_code, outcome.signal), (143, 15));
     }
 
-    #[tokio::test]
-    async fn watched_pid_without_record_counts_as_killed() {
-        let dir = tempfile::tempdir().unwrap();
-        // A grandchild we are not the parent of: `sh` forks `sleep` into the background and
-        // exits, so the sleep is reparented away from this test process.
-        let pid_file = dir.path().join("pid");
-        let script = format!("sleep 30 & echo $! > {}", pid_file.display());
-        let mut child = spawn_host(&shell(&script), dir.path()).unwrap();
-        let session = child.id().unwrap();
-        let _guard = KillOnDrop(session);
+    /// Runs `background` as a grandchild this process is not the parent of (`sh` starts it in
+    /// the background and exits, so it is reparented away); its pid and a guard for its group.
+    async fn orphan(background: &str, dir: &std::path::Path) -> (u32, KillOnDrop) {
+        let pid_file = dir.join("pid");
+        let script = format!("{background} & echo $! > {}", pid_file.display());
+        let mut child = spawn_host(&shell(&script), dir).unwrap();
+        let guard = KillOnDrop(child.id().unwrap());
         child.wait().await.unwrap();
-        let pid: u32 = std::fs::read_to_string(&pid_file)
+        let pid = std::fs::read_to_string(&pid_file)
             .unwrap()
             .trim()
             .parse()
             .unwrap();
+        (pid, guard)
+    }
+
+    #[tokio::test]
+    async fn watched_pid_without_record_counts_as_killed() {
+        let dir = tempfile::tempdir().unwrap();
+        let (pid, _guard) = orphan("sleep 30", dir.path()).await;
         let (handle, _) = handle_of(pid, dir.path());
         handle.spawn_pid_watcher(EventBus::new());
         nix::sys::signal::kill(
@@ -380,5 +384,35 @@ mod tests {
         .unwrap();
         let outcome = handle.wait().await;
         assert_eq!((outcome.exit_code, outcome.signal), (137, 9));
+    }
+
+    #[tokio::test]
+    async fn watched_pid_with_a_record_reports_its_code_and_reason() {
+        let dir = tempfile::tempdir().unwrap();
+        let record = dir.path().join(control::EXIT_RECORD);
+        let background = format!(
+            "(sleep 0.5; echo '{{\"code\":4,\"reason\":\"pool api stopped\"}}' > {}; exit 4)",
+            record.display()
+        );
+        let (pid, _guard) = orphan(&background, dir.path()).await;
+        let (handle, _) = handle_of(pid, dir.path());
+        let bus = EventBus::new();
+        let mut events = bus.subscribe();
+        handle.spawn_pid_watcher(bus);
+        let outcome = handle.wait().await;
+        assert_eq!(
+            outcome,
+            ExitOutcome {
+                exit_code: 4,
+                signal: 0,
+                reason: Some("pool api stopped".into()),
+            }
+        );
+        let event = events.recv().await.unwrap();
+        assert!(
+            event.message.contains("pool api stopped"),
+            "{}",
+            event.message
+        );
     }
 }
