@@ -6,7 +6,7 @@ mod harness;
 use std::time::Duration;
 
 use harness::http::{self, Trust};
-use harness::{Clients, DRIVER_CONFIG, Fixture, local};
+use harness::{Clients, DRIVER_CONFIG, Fixture, STATIC_SITE, local};
 use nomad_plugin::proto::drivers as pb;
 use tokio_stream::StreamExt;
 
@@ -936,4 +936,36 @@ async fn a_crashed_host_reports_its_signal() {
     clients.destroy(site.id(), true).await.unwrap();
     assert!(fixture.host_processes().is_empty());
     fixture.assert_clean(index);
+}
+
+// A host Nomad holds no handle for (its StartTask was cut short by an agent restart, or its
+// DestroyTask failed) must not block the task forever: the next StartTask for the same task of
+// the allocation stops it and starts afresh.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_host_left_by_an_earlier_attempt_is_replaced() {
+    let mut fixture = Fixture::new();
+    let (first, mut clients) = plugin(&mut fixture).await;
+    let alloc = fixture.allocation("again").await;
+    alloc.static_site("site", "attempt");
+    let port = harness::free_port();
+    let earlier = fixture
+        .start_task(&mut clients, &alloc, STATIC_SITE, &[("http", port)])
+        .await
+        .expect("first attempt");
+    fixture.plugin(first).kill();
+
+    let (second, mut clients) = plugin(&mut fixture).await;
+    let mut events = clients.events().await;
+    let next = fixture
+        .start_task(&mut clients, &alloc, STATIC_SITE, &[("http", port)])
+        .await
+        .expect("the next attempt replaces the orphaned host");
+    assert_ne!(next.id(), earlier.id());
+    assert!(!harness::alive(earlier.host_pid()), "the orphan is gone");
+    harness::expect_event(&mut events, &alloc, "earlier site host").await;
+    let response = http::get(local(port), "localhost", "/").await.unwrap();
+    assert_eq!(response.status, 200);
+    clients.stop_and_destroy(next.id()).await;
+    assert!(fixture.host_processes().is_empty());
+    fixture.assert_clean(second);
 }
