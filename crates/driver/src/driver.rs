@@ -235,19 +235,14 @@ impl IisDriver {
         };
         let root = self.root().to_owned();
         let runtime_dir = runtime::runtime_dir_for(&root, &alloc_id, &task.name)?;
-        // A host of an earlier attempt that still answers must not lose its folder under it.
         let socket = runtime_dir.join(control::CONTROL_SOCKET);
-        if control::Client::new(&socket)
+        if let Ok(status) = control::Client::new(&socket)
             .with_timeout(Duration::from_secs(1))
             .status()
             .await
-            .is_ok()
         {
-            return Err(DriverError::HostStart(format!(
-                "a site host for task {:?} of allocation {alloc_id} still runs in {}",
-                task.name,
-                runtime_dir.display()
-            )));
+            self.end_earlier_host(status.pid, &runtime_dir, &task_ref)
+                .await?;
         }
         runtime::create_fresh(&root, &runtime_dir)?;
 
@@ -383,6 +378,44 @@ impl IisDriver {
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
+    }
+
+    /// Ends a host that still runs in the runtime folder of a task Nomad starts anew. Nomad
+    /// starts a task only when it holds no handle for it, so such a host belongs to an attempt
+    /// Nomad gave up on (a StartTask cut short by an agent restart, a failed DestroyTask) and
+    /// would keep the task's ports and folder forever. It is killed only when the process
+    /// answering on the socket is provably a site host of that folder.
+    async fn end_earlier_host(
+        &self,
+        pid: u32,
+        runtime_dir: &Path,
+        task: &TaskRef,
+    ) -> Result<(), DriverError> {
+        let still_runs = || {
+            DriverError::HostStart(format!(
+                "a site host for task {:?} of allocation {} still runs in {}",
+                task.task_name,
+                task.alloc_id,
+                runtime_dir.display()
+            ))
+        };
+        let Some(host) = ProcessIdentity::of(pid).filter(|p| p.is_host_of(runtime_dir)) else {
+            return Err(still_runs());
+        };
+        tracing::warn!(pid, task_id = %task.task_id, "stopping a site host left by an earlier attempt");
+        let _ = host.kill_group();
+        let deadline = tokio::time::Instant::now() + KILL_WAIT;
+        while host.is_alive() {
+            if tokio::time::Instant::now() >= deadline {
+                return Err(still_runs());
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        self.inner.events.emit(
+            task,
+            format!("stopped an earlier site host (pid {pid}) that Nomad no longer tracked"),
+        );
+        Ok(())
     }
 
     /// Undoes a failed start: kills the host's whole group, reaps it, removes its folder.
