@@ -969,3 +969,30 @@ async fn a_host_left_by_an_earlier_attempt_is_replaced() {
     assert!(fixture.host_processes().is_empty());
     fixture.assert_clean(second);
 }
+
+// `--runtime-dir` may be relative to the plugin's working folder; hosts (which run in `/`)
+// must still find their folder.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_relative_runtime_dir_works() {
+    let mut fixture = Fixture::new();
+    let (index, mut clients) = fixture
+        .launch_with(harness::LaunchOptions {
+            args: vec!["--runtime-dir=relative-rt".into()],
+            ..Default::default()
+        })
+        .await;
+    let config = clients.driver_config(DRIVER_CONFIG).await;
+    harness::set_config(&mut clients, &config, true)
+        .await
+        .unwrap();
+    let site = fixture
+        .start_static_site(&mut clients, "rel", "relative")
+        .await;
+    let runtime = site.task.runtime_dir();
+    assert!(runtime.is_absolute(), "{}", runtime.display());
+    assert!(runtime.starts_with(fixture.temp.path().join("relative-rt")));
+    let response = http::get(site.addr(), "localhost", "/").await.unwrap();
+    assert!(response.text().contains("relative"));
+    clients.stop_and_destroy(site.id()).await;
+    fixture.assert_clean(index);
+}

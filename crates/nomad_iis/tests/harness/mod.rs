@@ -488,7 +488,10 @@ impl Fixture {
         // The plugin's socket folder goes under the system temp folder; pointing that at this
         // fixture's folder means a plugin killed with SIGKILL (as Nomad and these tests do)
         // leaves no socket folder behind in /tmp.
+        // Nomad starts plugins in the agent's working folder; here it is the fixture's, so
+        // whatever a plugin writes relative to it is cleaned up with the fixture.
         command
+            .current_dir(self.temp.path())
             .env("TMPDIR", self.temp.path())
             .env("PLUGIN_PROTOCOL_VERSIONS", "2")
             .env("PLUGIN_MIN_PORT", "10000")
