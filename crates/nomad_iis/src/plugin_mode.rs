@@ -225,7 +225,15 @@ async fn run_driver(args: PluginArgs) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let mut options = DriverOptions::new(args.runtime_dir, host_command);
+    // Hosts run in `/`, so they must be told an absolute folder.
+    let runtime_root = match std::path::absolute(&args.runtime_dir) {
+        Ok(root) => root,
+        Err(e) => {
+            tracing::error!(path = %args.runtime_dir.display(), error = %e, "--runtime-dir cannot be made absolute");
+            return ExitCode::FAILURE;
+        }
+    };
+    let mut options = DriverOptions::new(runtime_root, host_command);
     options.management_api = args
         .management_api_port
         .filter(|port| *port != 0)
