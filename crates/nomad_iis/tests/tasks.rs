@@ -996,3 +996,32 @@ async fn a_relative_runtime_dir_works() {
     clients.stop_and_destroy(site.id()).await;
     fixture.assert_clean(index);
 }
+
+// The plugin binary replaced on disk while the plugin runs (an upgrade before the agent
+// restarts): new tasks still start, with the binary the plugin runs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tasks_start_after_the_plugin_binary_was_replaced() {
+    let mut fixture = Fixture::new();
+    let copy = fixture.temp.path().join("nomad_iis");
+    if std::fs::hard_link(harness::binary(), &copy).is_err() {
+        std::fs::copy(harness::binary(), &copy).unwrap();
+    }
+    let (index, mut clients) = fixture
+        .launch_with(harness::LaunchOptions {
+            program: Some(copy.clone()),
+            ..Default::default()
+        })
+        .await;
+    let config = clients.driver_config(DRIVER_CONFIG).await;
+    harness::set_config(&mut clients, &config, true)
+        .await
+        .unwrap();
+    std::fs::remove_file(&copy).unwrap();
+    let site = fixture
+        .start_static_site(&mut clients, "upgraded", "upgraded")
+        .await;
+    let response = http::get(site.addr(), "localhost", "/").await.unwrap();
+    assert!(response.text().contains("upgraded"));
+    clients.stop_and_destroy(site.id()).await;
+    fixture.assert_clean(index);
+}

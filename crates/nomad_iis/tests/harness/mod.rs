@@ -451,6 +451,8 @@ pub struct LaunchOptions {
     pub close_stderr: bool,
     /// Keep the read end of stderr open but never read it, so the pipe fills up.
     pub stall_stderr: bool,
+    /// Run this file instead of the built binary.
+    pub program: Option<PathBuf>,
 }
 
 /// Owns everything a test makes; cleans up on drop.
@@ -480,7 +482,7 @@ impl Fixture {
 
     /// Launches the plugin as Nomad does and waits for its handshake (at most 30 s).
     pub async fn launch(&mut self, options: LaunchOptions) -> usize {
-        let mut command = Command::new(binary());
+        let mut command = Command::new(options.program.clone().unwrap_or_else(binary));
         command.args(&options.args);
         if !options.args.iter().any(|a| a.starts_with("--runtime-dir")) {
             command.arg(format!("--runtime-dir={}", self.runtime_root.display()));
