@@ -27,11 +27,22 @@ pub struct HostCommand {
     pub args: Vec<OsString>,
 }
 
+/// Where Linux shows the running binary. Executing it runs the very file this process runs,
+/// even after that file was replaced or deleted on disk (an upgrade before the agent restarts),
+/// so hosts always match the plugin that starts them.
+const SELF_EXE: &str = "/proc/self/exe";
+
 impl HostCommand {
-    /// `current_exe() host`: the plugin binary's own `host` subcommand.
+    /// The plugin binary's own `host` subcommand: through [`SELF_EXE`] where procfs has it,
+    /// else `current_exe()`.
     pub fn current_exe() -> io::Result<Self> {
+        let program = if Path::new(SELF_EXE).exists() {
+            PathBuf::from(SELF_EXE)
+        } else {
+            std::env::current_exe()?
+        };
         Ok(Self {
-            program: std::env::current_exe()?,
+            program,
             args: vec![OsString::from("host")],
         })
     }
