@@ -198,7 +198,7 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn spawned_host_leads_its_own_session_and_group() {
+    async fn spawned_host_leads_its_own_session_and_group_and_is_recognised() {
         let dir = tempfile::tempdir().unwrap();
         let command = HostCommand {
             program: "/bin/sh".into(),
@@ -212,31 +212,16 @@ mod tests {
         assert_eq!(stat.pgrp, pid as i32);
         let identity = ProcessIdentity::of(pid).unwrap();
         assert!(identity.is_alive());
-        identity.kill_group().unwrap();
-        let status = guard.0.as_mut().unwrap().wait().await.unwrap();
-        use std::os::unix::process::ExitStatusExt;
-        assert_eq!(status.signal(), Some(9));
-        assert!(!identity.is_alive());
-        guard.0 = None;
-    }
-
-    #[tokio::test]
-    async fn a_host_is_recognised_by_its_runtime_dir_argument() {
-        let dir = tempfile::tempdir().unwrap();
-        let command = HostCommand {
-            program: "/bin/sh".into(),
-            args: vec!["-c".into(), "sleep 30".into(), "sh".into()],
-        };
-        let child = spawn_host(&command, dir.path()).unwrap();
-        let mut guard = Reap(Some(child));
-        let pid = guard.0.as_ref().unwrap().id().unwrap();
-        let identity = ProcessIdentity::of(pid).unwrap();
+        // A host is told apart from a stranger with the same pid by its runtime folder.
         assert!(identity.is_host_of(dir.path()));
         assert!(!identity.is_host_of(&dir.path().join("other")));
         let me = ProcessIdentity::of(std::process::id()).unwrap();
         assert!(!me.is_host_of(dir.path()));
         identity.kill_group().unwrap();
-        guard.0.as_mut().unwrap().wait().await.unwrap();
+        let status = guard.0.as_mut().unwrap().wait().await.unwrap();
+        use std::os::unix::process::ExitStatusExt;
+        assert_eq!(status.signal(), Some(9));
+        assert!(!identity.is_alive());
         assert!(!identity.is_host_of(dir.path()));
         guard.0 = None;
     }

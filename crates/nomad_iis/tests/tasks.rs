@@ -19,6 +19,13 @@ async fn plugin(fixture: &mut Fixture) -> (usize, Clients) {
     fixture.configured_plugin(DRIVER_CONFIG).await
 }
 
+/// A new fixture with a configured long-lived plugin.
+async fn configured() -> (Fixture, usize, Clients) {
+    let mut fixture = Fixture::new();
+    let (index, clients) = plugin(&mut fixture).await;
+    (fixture, index, clients)
+}
+
 /// Reads a host's environment from /proc.
 fn environ(pid: u32) -> String {
     String::from_utf8_lossy(&std::fs::read(format!("/proc/{pid}/environ")).unwrap_or_default())
@@ -44,8 +51,7 @@ fn send_signal(pid: u32, sig: nix::sys::signal::Signal) {
 // Checks 9–13: a static site from start to destroy.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn static_site_runs_from_start_to_destroy() {
-    let mut fixture = Fixture::new();
-    let (index, mut clients) = plugin(&mut fixture).await;
+    let (mut fixture, index, mut clients) = configured().await;
     let mut events = clients.events().await;
     let site = fixture
         .start_static_site(&mut clients, "web", "<h1>hello from web</h1>")
@@ -205,8 +211,7 @@ async fn static_site_runs_from_start_to_destroy() {
 // Config validation: a bad config is a fatal InvalidArgument naming the field.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_config_is_rejected_with_the_field_path() {
-    let mut fixture = Fixture::new();
-    let (index, mut clients) = plugin(&mut fixture).await;
+    let (mut fixture, index, mut clients) = configured().await;
     let mut events = clients.events().await;
     let alloc = fixture.allocation("bad").await;
     alloc.static_site("site", "x");
@@ -279,8 +284,7 @@ async fn bad_config_is_rejected_with_the_field_path() {
 // A static port belongs to one task: the second one fails, recoverably, naming the port.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn second_task_on_the_same_static_port_fails_naming_it() {
-    let mut fixture = Fixture::new();
-    let (index, mut clients) = plugin(&mut fixture).await;
+    let (mut fixture, index, mut clients) = configured().await;
     let port = harness::free_port();
     let config = format!(
         r#"
@@ -358,8 +362,7 @@ fn pfx(cert_der: &[u8], key_der: &[u8], password: &str) -> Vec<u8> {
 // Serving: http with host names and aliases; https with self-signed, PEM and PFX certificates.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bindings_route_by_host_and_alias_over_http_and_https() {
-    let mut fixture = Fixture::new();
-    let (index, mut clients) = plugin(&mut fixture).await;
+    let (mut fixture, index, mut clients) = configured().await;
     let alloc = fixture.allocation("sites").await;
     alloc.static_site("root", "root app");
     alloc.static_site("api", "api app");
@@ -467,8 +470,7 @@ async fn bindings_route_by_host_and_alias_over_http_and_https() {
 // SIGKILL ends the task with signal 9.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn signals_control_pools_and_kill() {
-    let mut fixture = Fixture::new();
-    let (index, mut clients) = plugin(&mut fixture).await;
+    let (mut fixture, index, mut clients) = configured().await;
     let mut events = clients.events().await;
     let site = fixture
         .start_static_site(&mut clients, "sig", "signals")
@@ -505,8 +507,7 @@ async fn signals_control_pools_and_kill() {
 // StopTask escalates: a host that does not react (SIGSTOPped) is killed after the timeout.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn stop_escalates_to_sigkill_after_the_timeout() {
-    let mut fixture = Fixture::new();
-    let (index, mut clients) = plugin(&mut fixture).await;
+    let (mut fixture, index, mut clients) = configured().await;
     let hung = fixture
         .start_static_site(&mut clients, "hung", "hung")
         .await;
@@ -634,8 +635,7 @@ fn splice(bytes: &[u8], marker: &str, raw: &[u8]) -> Vec<u8> {
 // mean the IIS defaults.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn task_config_numbers_arrive_in_every_cty_form() {
-    let mut fixture = Fixture::new();
-    let (index, mut clients) = plugin(&mut fixture).await;
+    let (mut fixture, index, mut clients) = configured().await;
     let spec = clients.task_schema().await;
     let port = harness::free_port();
     let f64_bytes = [&[0xcb][..], &1000f64.to_be_bytes()].concat();
@@ -700,8 +700,7 @@ async fn task_config_numbers_arrive_in_every_cty_form() {
 // fails StartTask fatally with the host's reason, and leaves nothing behind.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn host_start_failure_is_fatal_and_cleaned_up() {
-    let mut fixture = Fixture::new();
-    let (index, mut clients) = plugin(&mut fixture).await;
+    let (mut fixture, index, mut clients) = configured().await;
     let alloc = fixture.allocation("nocert").await;
     alloc.static_site("site", "x");
     let err = fixture
@@ -748,8 +747,7 @@ fn fd_count(pid: u32) -> usize {
 // again leave no descriptors or tasks behind in the plugin.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn issue_80_stats_polling_does_not_leak() {
-    let mut fixture = Fixture::new();
-    let (index, mut clients) = plugin(&mut fixture).await;
+    let (mut fixture, index, mut clients) = configured().await;
     let site = fixture
         .start_static_site(&mut clients, "stats", "stats")
         .await;
@@ -785,8 +783,7 @@ async fn issue_80_stats_polling_does_not_leak() {
 // task gracefully, and a zero one stops it at once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn stop_accepts_any_timeout() {
-    let mut fixture = Fixture::new();
-    let (index, mut clients) = plugin(&mut fixture).await;
+    let (mut fixture, index, mut clients) = configured().await;
     for (name, timeout) in [
         (
             "huge",
@@ -921,8 +918,7 @@ async fn a_stop_in_flight_survives_a_plugin_restart() {
 // as an exit code of 128 + signal and as a task event.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_crashed_host_reports_its_signal() {
-    let mut fixture = Fixture::new();
-    let (index, mut clients) = plugin(&mut fixture).await;
+    let (mut fixture, index, mut clients) = configured().await;
     let mut events = clients.events().await;
     let site = fixture
         .start_static_site(&mut clients, "crash", "crash")
@@ -975,16 +971,11 @@ async fn a_host_left_by_an_earlier_attempt_is_replaced() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_relative_runtime_dir_works() {
     let mut fixture = Fixture::new();
-    let (index, mut clients) = fixture
-        .launch_with(harness::LaunchOptions {
-            args: vec!["--runtime-dir=relative-rt".into()],
-            ..Default::default()
-        })
-        .await;
-    let config = clients.driver_config(DRIVER_CONFIG).await;
-    harness::set_config(&mut clients, &config, true)
-        .await
-        .unwrap();
+    let options = harness::LaunchOptions {
+        args: vec!["--runtime-dir=relative-rt".into()],
+        ..Default::default()
+    };
+    let (index, mut clients) = fixture.configured_plugin_with(options, DRIVER_CONFIG).await;
     let site = fixture
         .start_static_site(&mut clients, "rel", "relative")
         .await;
@@ -1006,16 +997,11 @@ async fn tasks_start_after_the_plugin_binary_was_replaced() {
     if std::fs::hard_link(harness::binary(), &copy).is_err() {
         std::fs::copy(harness::binary(), &copy).unwrap();
     }
-    let (index, mut clients) = fixture
-        .launch_with(harness::LaunchOptions {
-            program: Some(copy.clone()),
-            ..Default::default()
-        })
-        .await;
-    let config = clients.driver_config(DRIVER_CONFIG).await;
-    harness::set_config(&mut clients, &config, true)
-        .await
-        .unwrap();
+    let options = harness::LaunchOptions {
+        program: Some(copy.clone()),
+        ..Default::default()
+    };
+    let (index, mut clients) = fixture.configured_plugin_with(options, DRIVER_CONFIG).await;
     std::fs::remove_file(&copy).unwrap();
     let site = fixture
         .start_static_site(&mut clients, "upgraded", "upgraded")

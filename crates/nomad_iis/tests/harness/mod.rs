@@ -617,7 +617,17 @@ impl Fixture {
     /// Launches a long-lived plugin (P3) and configures it as Nomad does: the agent's plugin
     /// `config {}` (HCL) encoded against ConfigSchema, then SetConfig with `nomad_config`.
     pub async fn configured_plugin(&mut self, driver_config_hcl: &str) -> (usize, Clients) {
-        let (index, mut clients) = self.launch_default().await;
+        self.configured_plugin_with(LaunchOptions::default(), driver_config_hcl)
+            .await
+    }
+
+    /// Like [`Fixture::configured_plugin`], launched with `options`.
+    pub async fn configured_plugin_with(
+        &mut self,
+        options: LaunchOptions,
+        driver_config_hcl: &str,
+    ) -> (usize, Clients) {
+        let (index, mut clients) = self.launch_with(options).await;
         let config = clients.driver_config(driver_config_hcl).await;
         set_config(&mut clients, &config, true)
             .await
