@@ -33,7 +33,7 @@ pub struct HostCommand {
 const SELF_EXE: &str = "/proc/self/exe";
 
 impl HostCommand {
-    /// The plugin binary's own `host` subcommand: through [`SELF_EXE`] where procfs has it,
+    /// The plugin binary's own `host` subcommand: through `/proc/self/exe` where procfs has it,
     /// else `current_exe()`.
     pub fn current_exe() -> io::Result<Self> {
         let program = if Path::new(SELF_EXE).exists() {
