@@ -16,6 +16,7 @@ use crate::env::task_env;
 use crate::error::ConfigError;
 use crate::naming::{pool_full_name, site_name};
 use crate::task::{BindingConfig, CertificateConfig, PortRef, TaskConfig};
+use crate::validate::{missing_certificate_source, non_blank};
 
 /// IIS default of `idle_timeout`: 20 minutes.
 pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(20 * 60);
@@ -196,10 +197,6 @@ fn resolve_binding(
     })
 }
 
-fn non_blank(value: &Option<String>) -> Option<&str> {
-    value.as_deref().filter(|s| !s.trim().is_empty())
-}
-
 fn certificate_source(
     path: &str,
     certificate: &CertificateConfig,
@@ -224,10 +221,7 @@ fn certificate_source(
         return Ok(CertificateSource::SelfSigned);
     }
     // The structural checks reject this earlier; kept so resolve never guesses.
-    Err(ConfigError::new(
-        path,
-        "set one of pfx_file, cert_file + key_file or use_self_signed",
-    ))
+    Err(missing_certificate_source(path))
 }
 
 #[cfg(test)]

@@ -6,7 +6,7 @@
 //! field path; accepted options without effect on Linux produce [`Notice`]s.
 
 use std::borrow::Cow;
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
 use control::BindingKind;
@@ -23,6 +23,9 @@ pub const MAX_POOL_NAME_LEN: usize = 8;
 pub const QUEUE_LENGTH_RANGE: (u32, u32) = (10, 65535);
 
 const NO_EFFECT: &str = "has no effect on Linux";
+
+/// The certificate sources that work on Linux, for messages.
+const CERTIFICATE_SOURCES: &str = "pfx_file, cert_file + key_file or use_self_signed";
 
 /// Normalises an alias to `/` or `/a/b`: surrounding and repeated slashes are dropped (the
 /// original trims a leading `/`); `.` and `..` segments, `\`, `?`, `#`, `%` and control
@@ -72,7 +75,54 @@ pub(crate) struct Checked<'a> {
 }
 
 fn is_set(value: &Option<String>) -> bool {
-    value.as_deref().is_some_and(|s| !s.trim().is_empty())
+    non_blank(value).is_some()
+}
+
+/// The value of an optional string field, unless it is absent or blank.
+pub(crate) fn non_blank(value: &Option<String>) -> Option<&str> {
+    value.as_deref().filter(|s| !s.trim().is_empty())
+}
+
+/// Fails at `path` when `value` is blank.
+fn require_non_blank(path: impl FnOnce() -> String, value: &str) -> Result<(), ConfigError> {
+    if value.trim().is_empty() {
+        return Err(ConfigError::new(path(), "must not be empty"));
+    }
+    Ok(())
+}
+
+/// Records `alias` (compared ignoring case, as IIS does) and fails at `path` when it was
+/// seen before.
+fn record_unique_alias(
+    seen: &mut HashSet<String>,
+    alias: &str,
+    path: impl FnOnce() -> String,
+) -> Result<(), ConfigError> {
+    if seen.insert(alias.to_lowercase()) {
+        Ok(())
+    } else {
+        Err(ConfigError::new(
+            path(),
+            format!("duplicate alias {alias:?}"),
+        ))
+    }
+}
+
+/// Whether a node's allow-list admits `name`: `*` or the name itself, ignoring case.
+fn allows(allowed: &[String], name: &str) -> bool {
+    allowed
+        .iter()
+        .any(|a| a == "*" || a.eq_ignore_ascii_case(name))
+}
+
+/// `allowed: a, b` for a message, or `nothing` (e.g. `no users are allowed`) when empty.
+fn allowed_list<S: AsRef<str>>(allowed: &[S], nothing: &str) -> String {
+    if allowed.is_empty() {
+        nothing.to_owned()
+    } else {
+        let names: Vec<&str> = allowed.iter().map(AsRef::as_ref).collect();
+        format!("allowed: {}", names.join(", "))
+    }
 }
 
 fn valid_hostname(host: &str) -> bool {
@@ -201,30 +251,15 @@ impl TaskConfig {
         // Applications: paths, unique aliases, existing pools.
         let mut aliases = Vec::new();
         let mut directory_aliases = Vec::new();
-        let mut seen_aliases: HashMap<String, usize> = HashMap::new();
+        let mut seen_aliases = HashSet::new();
         for (i, app) in self.applications.iter().enumerate() {
             let path = format!("application[{i}]");
-            if app.path.trim().is_empty() {
-                return Err(ConfigError::new(
-                    format!("{path}.path"),
-                    "must not be empty",
-                ));
-            }
+            require_non_blank(|| format!("{path}.path"), &app.path)?;
             let alias = normalize_alias(&app.alias)
                 .map_err(|m| ConfigError::new(format!("{path}.alias"), m))?;
-            if seen_aliases.insert(alias.to_lowercase(), i).is_some() {
-                return Err(ConfigError::new(
-                    format!("{path}.alias"),
-                    format!("duplicate alias {alias:?}"),
-                ));
-            }
+            record_unique_alias(&mut seen_aliases, &alias, || format!("{path}.alias"))?;
             let pool_name = app.application_pool.as_str();
-            if pool_name.trim().is_empty() {
-                return Err(ConfigError::new(
-                    format!("{path}.application_pool"),
-                    "must not be empty",
-                ));
-            }
+            require_non_blank(|| format!("{path}.application_pool"), pool_name)?;
             if pool_name != DEFAULT_POOL && !declared.iter().any(|(_, p)| p.name == pool_name) {
                 return Err(ConfigError::new(
                     format!("{path}.application_pool"),
@@ -232,6 +267,7 @@ impl TaskConfig {
                 ));
             }
             let mut dirs = Vec::new();
+            let mut seen_dir_aliases = HashSet::new();
             for (j, dir) in app.virtual_directories.iter().enumerate() {
                 let dir_path = format!("{path}.virtual_directory[{j}]");
                 let dir_alias = normalize_alias(&dir.alias)
@@ -242,21 +278,10 @@ impl TaskConfig {
                         "must name a folder below the application, not \"/\"",
                     ));
                 }
-                if dirs
-                    .iter()
-                    .any(|d: &String| d.eq_ignore_ascii_case(&dir_alias))
-                {
-                    return Err(ConfigError::new(
-                        format!("{dir_path}.alias"),
-                        format!("duplicate alias {dir_alias:?}"),
-                    ));
-                }
-                if dir.path.trim().is_empty() {
-                    return Err(ConfigError::new(
-                        format!("{dir_path}.path"),
-                        "must not be empty",
-                    ));
-                }
+                record_unique_alias(&mut seen_dir_aliases, &dir_alias, || {
+                    format!("{dir_path}.alias")
+                })?;
+                require_non_blank(|| format!("{dir_path}.path"), &dir.path)?;
                 dirs.push(dir_alias);
             }
             aliases.push(alias);
@@ -313,12 +338,7 @@ impl TaskConfig {
 
 fn check_pool(path: &str, pool: &PoolConfig) -> Result<(), ConfigError> {
     let name = pool.name.as_str();
-    if name.trim().is_empty() {
-        return Err(ConfigError::new(
-            format!("{path}.name"),
-            "must not be empty",
-        ));
-    }
+    require_non_blank(|| format!("{path}.name"), name)?;
     if name.chars().count() > MAX_POOL_NAME_LEN {
         return Err(ConfigError::new(
             format!("{path}.name"),
@@ -382,8 +402,7 @@ fn check_binding(path: &str, binding: &BindingConfig) -> Result<(), ConfigError>
         (BindingKind::Http, None) => Ok(()),
         (BindingKind::Https, None) => Err(ConfigError::new(
             format!("{path}.certificate"),
-            "an https binding needs a certificate block (pfx_file, cert_file + key_file or \
-             use_self_signed)",
+            format!("an https binding needs a certificate block ({CERTIFICATE_SOURCES})"),
         )),
         (BindingKind::Https, Some(certificate)) => {
             check_certificate(&format!("{path}.certificate"), certificate)
@@ -423,13 +442,9 @@ fn check_certificate(path: &str, certificate: &CertificateConfig) -> Result<(), 
     match sources.len() {
         0 if is_set(&certificate.thumbprint) => Err(ConfigError::new(
             format!("{path}.thumbprint"),
-            "there is no Windows certificate store on Linux; use pfx_file, cert_file + key_file \
-             or use_self_signed",
+            format!("there is no Windows certificate store on Linux; use {CERTIFICATE_SOURCES}"),
         )),
-        0 => Err(ConfigError::new(
-            path,
-            "set one of pfx_file, cert_file + key_file or use_self_signed",
-        )),
+        0 => Err(missing_certificate_source(path)),
         1 => Ok(()),
         _ => {
             let (list, verb) = match sources.as_slice() {
@@ -442,6 +457,11 @@ fn check_certificate(path: &str, certificate: &CertificateConfig) -> Result<(), 
             ))
         }
     }
+}
+
+/// The error of a certificate block without a usable source.
+pub(crate) fn missing_certificate_source(path: &str) -> ConfigError {
+    ConfigError::new(path, format!("set one of {CERTIFICATE_SOURCES}"))
 }
 
 fn check_target_website(site: &str, driver: &DriverConfig) -> Result<(), ConfigError> {
@@ -458,15 +478,12 @@ fn check_target_website(site: &str, driver: &DriverConfig) -> Result<(), ConfigE
             "target websites are not allowed on this node (allowed_target_websites is empty)",
         ));
     }
-    if !allowed
-        .iter()
-        .any(|a| a == "*" || a.eq_ignore_ascii_case(site))
-    {
+    if !allows(allowed, site) {
         return Err(ConfigError::new(
             "target_website",
             format!(
-                "website {site:?} is not allowed on this node (allowed: {})",
-                allowed.join(", ")
+                "website {site:?} is not allowed on this node ({})",
+                allowed_list(allowed, "")
             ),
         ));
     }
@@ -488,37 +505,30 @@ fn check_identity(pool: &UsedPool<'_>, driver: &DriverConfig) -> Result<(), Conf
                 config.identity.as_str()
             ),
         };
-        let list = if allowed.is_empty() {
-            "no identities are allowed".to_owned()
-        } else {
-            let names: Vec<&str> = allowed.iter().map(|i| i.as_str()).collect();
-            format!("allowed: {}", names.join(", "))
-        };
+        let names: Vec<&str> = allowed.iter().map(|i| i.as_str()).collect();
         return Err(ConfigError::new(
             field("identity"),
-            format!("{subject} is not allowed on this node ({list})"),
+            format!(
+                "{subject} is not allowed on this node ({})",
+                allowed_list(&names, "no identities are allowed")
+            ),
         ));
     }
     if config.identity == Identity::SpecificUser {
-        let Some(user) = config.username.as_deref().filter(|u| !u.trim().is_empty()) else {
+        let Some(user) = non_blank(&config.username) else {
             return Err(ConfigError::new(
                 field("username"),
                 "required when identity is SpecificUser",
             ));
         };
         let users = &driver.allowed_apppool_users;
-        if !users
-            .iter()
-            .any(|u| u == "*" || u.eq_ignore_ascii_case(user))
-        {
-            let list = if users.is_empty() {
-                "no users are allowed".to_owned()
-            } else {
-                format!("allowed: {}", users.join(", "))
-            };
+        if !allows(users, user) {
             return Err(ConfigError::new(
                 field("username"),
-                format!("user {user:?} is not allowed on this node ({list})"),
+                format!(
+                    "user {user:?} is not allowed on this node ({})",
+                    allowed_list(users, "no users are allowed")
+                ),
             ));
         }
     }
@@ -603,6 +613,24 @@ mod tests {
         }
     }
 
+    fn with_apps(applications: Vec<ApplicationConfig>) -> TaskConfig {
+        TaskConfig {
+            applications,
+            ..task()
+        }
+    }
+
+    fn with_pools(application_pools: Vec<PoolConfig>) -> TaskConfig {
+        TaskConfig {
+            application_pools,
+            ..task()
+        }
+    }
+
+    fn with_bindings(bindings: Vec<BindingConfig>) -> TaskConfig {
+        TaskConfig { bindings, ..task() }
+    }
+
     fn http(label: &str) -> BindingConfig {
         BindingConfig {
             kind: BindingKind::Http,
@@ -628,6 +656,11 @@ mod tests {
             application_pool: pool.into(),
             ..ApplicationConfig::at("local")
         }
+    }
+
+    /// Asserts that `config` fails validation on a default node with exactly `expected`.
+    fn rejects(config: &TaskConfig, expected: &str) {
+        check_err(config, &DriverConfig::default(), expected);
     }
 
     /// Asserts that `config` fails validation with exactly `expected`.
@@ -672,93 +705,56 @@ mod tests {
 
     #[test]
     fn needs_an_application() {
-        let config = TaskConfig {
-            applications: vec![],
-            ..task()
-        };
-        check_err(
+        let config = with_apps(vec![]);
+        rejects(
             &config,
-            &DriverConfig::default(),
             "application: at least one application block is required",
         );
     }
 
     #[test]
     fn application_paths_must_not_be_empty() {
-        let config = TaskConfig {
-            applications: vec![ApplicationConfig::at(" ")],
-            ..task()
-        };
-        check_err(
-            &config,
-            &DriverConfig::default(),
-            "application[0].path: must not be empty",
-        );
+        let config = with_apps(vec![ApplicationConfig::at(" ")]);
+        rejects(&config, "application[0].path: must not be empty");
     }
 
     #[test]
     fn aliases_are_unique_after_normalisation_ignoring_case() {
-        let config = TaskConfig {
-            applications: vec![
-                app("/", "default"),
-                app("/api", "default"),
-                app("API/", "default"),
-            ],
-            ..task()
-        };
-        check_err(
-            &config,
-            &DriverConfig::default(),
-            "application[2].alias: duplicate alias \"/API\"",
-        );
-        let root_twice = TaskConfig {
-            applications: vec![app("", "default"), app("/", "default")],
-            ..task()
-        };
-        check_err(
-            &root_twice,
-            &DriverConfig::default(),
-            "application[1].alias: duplicate alias \"/\"",
-        );
+        let config = with_apps(vec![
+            app("/", "default"),
+            app("/api", "default"),
+            app("API/", "default"),
+        ]);
+        rejects(&config, "application[2].alias: duplicate alias \"/API\"");
+        let root_twice = with_apps(vec![app("", "default"), app("/", "default")]);
+        rejects(&root_twice, "application[1].alias: duplicate alias \"/\"");
     }
 
     #[test]
     fn aliases_must_be_valid() {
-        let config = TaskConfig {
-            applications: vec![app("/a/./b", "default")],
-            ..task()
-        };
-        check_err(
+        let config = with_apps(vec![app("/a/./b", "default")]);
+        rejects(
             &config,
-            &DriverConfig::default(),
             "application[0].alias: \"/a/./b\" is not a valid alias: \".\" and \"..\" segments are not allowed",
         );
     }
 
     #[test]
     fn pool_names_are_unique_short_and_non_empty() {
-        let with_pools = |pools: Vec<PoolConfig>| TaskConfig {
-            application_pools: pools,
-            ..task()
-        };
-        check_err(
+        rejects(
             &with_pools(vec![PoolConfig::named("api"), PoolConfig::named("API")]),
-            &DriverConfig::default(),
             "application_pool[1].name: duplicate pool name \"API\" (also used by application_pool[0])",
         );
-        check_err(
+        rejects(
             &with_pools(vec![PoolConfig::named("toolongnm")]),
-            &DriverConfig::default(),
             "application_pool[0].name: \"toolongnm\" is longer than 8 characters",
         );
-        check_err(
+        rejects(
             &with_pools(vec![PoolConfig::named("")]),
-            &DriverConfig::default(),
             "application_pool[0].name: must not be empty",
         );
-        check_err(
+        rejects(
             &with_pools(vec![PoolConfig::named("a b"), PoolConfig::named("a_b")]),
-            &DriverConfig::default(),
             "application_pool[1].name: pool names \"a b\" (application_pool[0]) and \"a_b\" become the same full name",
         );
     }
@@ -770,41 +766,26 @@ mod tests {
             application_pools: vec![PoolConfig::named("default")],
             ..task()
         };
-        check_err(
+        rejects(
             &config,
-            &DriverConfig::default(),
             "application_pool[0].name: duplicate pool name \"default\" (also used by applicationPool[0])",
         );
     }
 
     #[test]
     fn applications_must_name_a_defined_pool() {
-        let config = TaskConfig {
-            applications: vec![app("/", "default"), app("/api", "api")],
-            ..task()
-        };
-        check_err(
+        let config = with_apps(vec![app("/", "default"), app("/api", "api")]);
+        rejects(
             &config,
-            &DriverConfig::default(),
             "application[1].application_pool: no application_pool block is named \"api\"",
         );
-        let empty = TaskConfig {
-            applications: vec![app("/", "")],
-            ..task()
-        };
-        check_err(
-            &empty,
-            &DriverConfig::default(),
-            "application[0].application_pool: must not be empty",
-        );
+        let empty = with_apps(vec![app("/", "")]);
+        rejects(&empty, "application[0].application_pool: must not be empty");
     }
 
     #[test]
     fn unused_pools_are_dropped_with_a_notice() {
-        let config = TaskConfig {
-            application_pools: vec![PoolConfig::named("spare")],
-            ..task()
-        };
+        let config = with_pools(vec![PoolConfig::named("spare")]);
         assert_eq!(
             notices(&config),
             vec![
@@ -824,24 +805,16 @@ mod tests {
     fn queue_length_and_time_limits_are_checked() {
         let mut pool = PoolConfig::named("default");
         pool.queue_length = Some(5);
-        let config = TaskConfig {
-            application_pools: vec![pool.clone()],
-            ..task()
-        };
-        check_err(
+        let config = with_pools(vec![pool.clone()]);
+        rejects(
             &config,
-            &DriverConfig::default(),
             "application_pool[0].queue_length: expected an integer between 10 and 65535, got 5",
         );
         pool.queue_length = None;
         pool.start_time_limit = Some(Duration::ZERO);
-        let config = TaskConfig {
-            application_pools: vec![pool],
-            ..task()
-        };
-        check_err(
+        let config = with_pools(vec![pool]);
+        rejects(
             &config,
-            &DriverConfig::default(),
             "application_pool[0].start_time_limit: must be greater than zero",
         );
     }
@@ -850,13 +823,9 @@ mod tests {
     fn identities_must_be_allowed() {
         let mut pool = PoolConfig::named("default");
         pool.identity = Identity::LocalSystem;
-        let config = TaskConfig {
-            application_pools: vec![pool],
-            ..task()
-        };
-        check_err(
+        let config = with_pools(vec![pool]);
+        rejects(
             &config,
-            &DriverConfig::default(),
             "application_pool[0].identity: identity \"LocalSystem\" is not allowed on this node (allowed: ApplicationPoolIdentity)",
         );
         let none_allowed = DriverConfig {
@@ -896,10 +865,7 @@ mod tests {
             let mut pool = PoolConfig::named("default");
             pool.identity = Identity::SpecificUser;
             pool.username = user.map(str::to_owned);
-            TaskConfig {
-                application_pools: vec![pool],
-                ..task()
-            }
+            with_pools(vec![pool])
         };
         check_err(
             &with_user(None),
@@ -933,9 +899,8 @@ mod tests {
             target_website: Some("Default Web Site".into()),
             ..task()
         };
-        check_err(
+        rejects(
             &config,
-            &DriverConfig::default(),
             "target_website: target websites are not allowed on this node (allowed_target_websites is empty)",
         );
         let other = DriverConfig {
@@ -968,50 +933,40 @@ mod tests {
 
     #[test]
     fn static_ports_need_a_hostname() {
-        let config = TaskConfig {
-            bindings: vec![BindingConfig {
-                port: PortRef::Static(8080),
-                ..http("web")
-            }],
-            ..task()
-        };
-        check_err(
+        let config = with_bindings(vec![BindingConfig {
+            port: PortRef::Static(8080),
+            ..http("web")
+        }]);
+        rejects(
             &config,
-            &DriverConfig::default(),
             "binding[0].port: static port 8080 needs a hostname; without one, use a port label from the task group's network block",
         );
-        let named = TaskConfig {
-            bindings: vec![BindingConfig {
-                port: PortRef::Static(8080),
-                hostname: Some("shop.example.com".into()),
-                ..http("web")
-            }],
-            ..task()
-        };
+        let named = with_bindings(vec![BindingConfig {
+            port: PortRef::Static(8080),
+            hostname: Some("shop.example.com".into()),
+            ..http("web")
+        }]);
         assert!(named.validate(&DriverConfig::default()).is_ok());
     }
 
     #[test]
     fn hostnames_and_sni_are_checked() {
-        let with = |hostname: Option<&str>, require_sni: Option<bool>| TaskConfig {
-            bindings: vec![BindingConfig {
+        let with = |hostname: Option<&str>, require_sni: Option<bool>| {
+            with_bindings(vec![BindingConfig {
                 hostname: hostname.map(str::to_owned),
                 require_sni,
                 ..https(CertificateConfig {
                     use_self_signed: true,
                     ..CertificateConfig::default()
                 })
-            }],
-            ..task()
+            }])
         };
-        check_err(
+        rejects(
             &with(Some("bad host"), None),
-            &DriverConfig::default(),
             "binding[0].hostname: \"bad host\" is not a valid host name",
         );
-        check_err(
+        rejects(
             &with(None, Some(true)),
-            &DriverConfig::default(),
             "binding[0].require_sni: needs a hostname",
         );
         assert!(
@@ -1023,57 +978,43 @@ mod tests {
 
     #[test]
     fn certificates_only_on_https_and_required_there() {
-        let http_with_cert = TaskConfig {
-            bindings: vec![BindingConfig {
-                certificate: Some(CertificateConfig {
-                    use_self_signed: true,
-                    ..CertificateConfig::default()
-                }),
-                ..http("web")
-            }],
-            ..task()
-        };
-        check_err(
+        let http_with_cert = with_bindings(vec![BindingConfig {
+            certificate: Some(CertificateConfig {
+                use_self_signed: true,
+                ..CertificateConfig::default()
+            }),
+            ..http("web")
+        }]);
+        rejects(
             &http_with_cert,
-            &DriverConfig::default(),
             "binding[0].certificate: only https bindings take a certificate",
         );
-        let https_without = TaskConfig {
-            bindings: vec![BindingConfig {
-                kind: BindingKind::Https,
-                ..http("web")
-            }],
-            ..task()
-        };
-        check_err(
+        let https_without = with_bindings(vec![BindingConfig {
+            kind: BindingKind::Https,
+            ..http("web")
+        }]);
+        rejects(
             &https_without,
-            &DriverConfig::default(),
             "binding[0].certificate: an https binding needs a certificate block (pfx_file, cert_file + key_file or use_self_signed)",
         );
     }
 
     #[test]
     fn exactly_one_certificate_source() {
-        let with = |certificate: CertificateConfig| TaskConfig {
-            bindings: vec![https(certificate)],
-            ..task()
-        };
-        let driver = DriverConfig::default();
-        check_err(
+        let with = |certificate: CertificateConfig| with_bindings(vec![https(certificate)]);
+        rejects(
             &with(CertificateConfig::default()),
-            &driver,
             "binding[0].certificate: set one of pfx_file, cert_file + key_file or use_self_signed",
         );
-        check_err(
+        rejects(
             &with(CertificateConfig {
                 pfx_file: Some("a.pfx".into()),
                 use_self_signed: true,
                 ..CertificateConfig::default()
             }),
-            &driver,
             "binding[0].certificate: pfx_file and use_self_signed are both set; set exactly one certificate source",
         );
-        check_err(
+        rejects(
             &with(CertificateConfig {
                 pfx_file: Some("a.pfx".into()),
                 cert_file: Some("c.pem".into()),
@@ -1081,31 +1022,27 @@ mod tests {
                 use_self_signed: true,
                 ..CertificateConfig::default()
             }),
-            &driver,
             "binding[0].certificate: pfx_file, cert_file + key_file, use_self_signed are all set; set exactly one certificate source",
         );
-        check_err(
+        rejects(
             &with(CertificateConfig {
                 cert_file: Some("c.pem".into()),
                 ..CertificateConfig::default()
             }),
-            &driver,
             "binding[0].certificate.key_file: required together with cert_file",
         );
-        check_err(
+        rejects(
             &with(CertificateConfig {
                 key_file: Some("k.pem".into()),
                 ..CertificateConfig::default()
             }),
-            &driver,
             "binding[0].certificate.cert_file: required together with key_file",
         );
-        check_err(
+        rejects(
             &with(CertificateConfig {
                 thumbprint: Some("005ce633".into()),
                 ..CertificateConfig::default()
             }),
-            &driver,
             "binding[0].certificate.thumbprint: there is no Windows certificate store on Linux; use pfx_file, cert_file + key_file or use_self_signed",
         );
         assert_eq!(
@@ -1125,21 +1062,17 @@ mod tests {
 
     #[test]
     fn duplicate_bindings_are_refused() {
-        let config = TaskConfig {
-            bindings: vec![http("web"), http("api"), http("web")],
-            ..task()
-        };
-        check_err(
+        let config = with_bindings(vec![http("web"), http("api"), http("web")]);
+        rejects(
             &config,
-            &DriverConfig::default(),
             "binding[2]: same port, hostname and address as binding[0]",
         );
     }
 
     #[test]
     fn virtual_directories_are_checked() {
-        let with_dirs = |dirs: Vec<(&str, &str)>| TaskConfig {
-            applications: vec![ApplicationConfig {
+        let with_dirs = |dirs: Vec<(&str, &str)>| {
+            with_apps(vec![ApplicationConfig {
                 virtual_directories: dirs
                     .into_iter()
                     .map(|(alias, path)| VirtualDirectoryConfig {
@@ -1149,23 +1082,18 @@ mod tests {
                     })
                     .collect(),
                 ..ApplicationConfig::at("local")
-            }],
-            ..task()
+            }])
         };
-        let driver = DriverConfig::default();
-        check_err(
+        rejects(
             &with_dirs(vec![("/", "x")]),
-            &driver,
             "application[0].virtual_directory[0].alias: must name a folder below the application, not \"/\"",
         );
-        check_err(
+        rejects(
             &with_dirs(vec![("img", "x"), ("/IMG/", "y")]),
-            &driver,
             "application[0].virtual_directory[1].alias: duplicate alias \"/IMG\"",
         );
-        check_err(
+        rejects(
             &with_dirs(vec![("img", "")]),
-            &driver,
             "application[0].virtual_directory[0].path: must not be empty",
         );
     }
@@ -1229,10 +1157,7 @@ mod tests {
 
     #[test]
     fn no_bindings_is_allowed_with_a_notice() {
-        let config = TaskConfig {
-            bindings: vec![],
-            ..task()
-        };
+        let config = with_bindings(vec![]);
         assert_eq!(
             notices(&config),
             vec!["binding: no binding block: the site accepts no connections"]

@@ -42,6 +42,9 @@ pub const HANDLE_VERSION: i32 = 1;
 
 /// Used when Nomad sends no kill timeout (its own default `kill_timeout`).
 const DEFAULT_STOP_TIMEOUT: Duration = Duration::from_secs(5);
+/// Longest StopTask timeout honoured. Nomad caps kill timeouts far below this (its client's
+/// `max_kill_timeout`, 30 s by default); the cap keeps deadlines representable.
+const MAX_STOP_TIMEOUT: Duration = Duration::from_secs(24 * 60 * 60);
 /// Used when Nomad sends no stats interval.
 const DEFAULT_STATS_INTERVAL: Duration = Duration::from_secs(1);
 /// Shortest stats interval honoured, so a zero interval is no busy loop.
@@ -50,6 +53,12 @@ const MIN_STATS_INTERVAL: Duration = Duration::from_millis(100);
 const KILL_WAIT: Duration = Duration::from_secs(10);
 /// How often the fingerprint stream looks for a health change between regular messages.
 const HEALTH_CHECK_PERIOD: Duration = Duration::from_secs(5);
+/// Go's zero `time.Time` (0001-01-01T00:00:00Z): what Nomad's drivers report as the completion
+/// time of a task that has not completed.
+const GO_ZERO_TIME: prost_types::Timestamp = prost_types::Timestamp {
+    seconds: -62_135_596_800,
+    nanos: 0,
+};
 /// Time limit for control commands other than shutdown.
 const CONTROL_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -226,19 +235,14 @@ impl IisDriver {
         };
         let root = self.root().to_owned();
         let runtime_dir = runtime::runtime_dir_for(&root, &alloc_id, &task.name)?;
-        // A host of an earlier attempt that still answers must not lose its folder under it.
         let socket = runtime_dir.join(control::CONTROL_SOCKET);
-        if control::Client::new(&socket)
+        if let Ok(status) = control::Client::new(&socket)
             .with_timeout(Duration::from_secs(1))
             .status()
             .await
-            .is_ok()
         {
-            return Err(DriverError::HostStart(format!(
-                "a site host for task {:?} of allocation {alloc_id} still runs in {}",
-                task.name,
-                runtime_dir.display()
-            )));
+            self.end_earlier_host(status.pid, &runtime_dir, &task_ref)
+                .await?;
         }
         runtime::create_fresh(&root, &runtime_dir)?;
 
@@ -379,6 +383,44 @@ impl IisDriver {
         }
     }
 
+    /// Ends a host that still runs in the runtime folder of a task Nomad starts anew. Nomad
+    /// starts a task only when it holds no handle for it, so such a host belongs to an attempt
+    /// Nomad gave up on (a StartTask cut short by an agent restart, a failed DestroyTask) and
+    /// would keep the task's ports and folder forever. It is killed only when the process
+    /// answering on the socket is provably a site host of that folder.
+    async fn end_earlier_host(
+        &self,
+        pid: u32,
+        runtime_dir: &Path,
+        task: &TaskRef,
+    ) -> Result<(), DriverError> {
+        let still_runs = || {
+            DriverError::HostStart(format!(
+                "a site host for task {:?} of allocation {} still runs in {}",
+                task.task_name,
+                task.alloc_id,
+                runtime_dir.display()
+            ))
+        };
+        let Some(host) = ProcessIdentity::of(pid).filter(|p| p.is_host_of(runtime_dir)) else {
+            return Err(still_runs());
+        };
+        tracing::warn!(pid, task_id = %task.task_id, "stopping a site host left by an earlier attempt");
+        let _ = host.kill_group();
+        let deadline = tokio::time::Instant::now() + KILL_WAIT;
+        while host.is_alive() {
+            if tokio::time::Instant::now() >= deadline {
+                return Err(still_runs());
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        self.inner.events.emit(
+            task,
+            format!("stopped an earlier site host (pid {pid}) that Nomad no longer tracked"),
+        );
+        Ok(())
+    }
+
     /// Undoes a failed start: kills the host's whole group, reaps it, removes its folder.
     async fn abort_start(&self, child: &mut tokio::process::Child, runtime_dir: &Path) {
         if let Some(pid) = child.id() {
@@ -448,13 +490,7 @@ impl IisDriver {
     }
 
     async fn kill(&self, handle: &TaskHandle) -> Result<(), DriverError> {
-        if let Err(source) = handle.host().kill_group() {
-            return Err(DriverError::Io {
-                what: "killing the site host",
-                path: handle.driver_state().runtime_dir.clone(),
-                source,
-            });
-        }
+        kill_group(handle)?;
         if handle.wait_for(KILL_WAIT).await {
             Ok(())
         } else {
@@ -509,6 +545,19 @@ impl IisDriver {
             return Err(DriverError::HostGone {
                 task_id,
                 detail: format!("process {} is no longer running", state.host_pid),
+            });
+        }
+        // A matching pid and start time can still be a stranger (a reboot may hand both out
+        // again); nothing may be sent to a process group we cannot prove is the host's.
+        if !host.is_host_of(&state.runtime_dir) {
+            self.remove_runtime_dir(&state.runtime_dir);
+            return Err(DriverError::HostGone {
+                task_id,
+                detail: format!(
+                    "process {} is not its site host (it does not run in {})",
+                    state.host_pid,
+                    state.runtime_dir.display()
+                ),
             });
         }
         let client = control::Client::new(state.runtime_dir.join(control::CONTROL_SOCKET))
@@ -595,16 +644,7 @@ impl IisDriver {
                     }
                 }
             }
-            None => {
-                handle
-                    .host()
-                    .kill_group()
-                    .map_err(|source| DriverError::Io {
-                        what: "killing the site host",
-                        path: handle.driver_state().runtime_dir.clone(),
-                        source,
-                    })?;
-            }
+            None => kill_group(&handle)?,
         }
         self.inner
             .events
@@ -632,8 +672,10 @@ impl IisDriver {
                 name: handle.task_ref().task_name,
                 state: snapshot.state as i32,
                 started_at: Some(snapshot.started_at.into()),
-                completed_at: snapshot.completed_at.map(Into::into),
-                result: snapshot.exit.map(|e| e.to_proto()),
+                // Nomad decodes both without a nil check: a running task reports Go's zero
+                // time and a zero result, as Nomad's own drivers do.
+                completed_at: Some(snapshot.completed_at.map_or(GO_ZERO_TIME, Into::into)),
+                result: Some(snapshot.exit.map(|e| e.to_proto()).unwrap_or_default()),
             }),
             driver: Some(pb::TaskDriverStatus { attributes }),
             network_override: None,
@@ -701,11 +743,21 @@ impl IisDriver {
     }
 }
 
+/// Sends SIGKILL to a task's host and its workers, if the host is still the same process.
+fn kill_group(handle: &TaskHandle) -> Result<(), DriverError> {
+    handle
+        .host()
+        .kill_group()
+        .map_err(|source| DriverError::Io {
+            what: "killing the site host",
+            path: handle.driver_state().runtime_dir.clone(),
+            source,
+        })
+}
+
 /// What a host that exited before it was ready tells us, from its exit record.
 fn early_exit(status: std::process::ExitStatus, runtime_dir: &Path) -> DriverError {
-    let record: Option<control::ExitRecord> = std::fs::read(runtime_dir.join(control::EXIT_RECORD))
-        .ok()
-        .and_then(|bytes| serde_json::from_slice(&bytes).ok());
+    let record = runtime::read_exit_record(runtime_dir);
     let code = record.as_ref().map(|r| r.code).or(status.code());
     let reason = record.map_or_else(|| format!("site host {status}"), |r| r.reason);
     match code {
@@ -958,7 +1010,9 @@ impl Driver for IisDriver {
         request: Request<pb::StopTaskRequest>,
     ) -> RpcResult<pb::StopTaskResponse> {
         let request = request.into_inner();
-        let timeout = duration(request.timeout).unwrap_or(DEFAULT_STOP_TIMEOUT);
+        let timeout = duration(request.timeout)
+            .unwrap_or(DEFAULT_STOP_TIMEOUT)
+            .min(MAX_STOP_TIMEOUT);
         self.stop(&request.task_id, timeout, &request.signal)
             .await?;
         Ok(Response::new(pb::StopTaskResponse {}))
@@ -1130,31 +1184,9 @@ mod tests {
             })
             .into_iter()
             .collect();
-        let spec = control::HostSpec {
-            alloc_id: "a".into(),
-            task_name: "web".into(),
-            site_name: "nomad-a-web".into(),
-            runtime_dir: "/run/x".into(),
-            task_dir: "/alloc/web".into(),
-            stdout_path: "/dev/null".into(),
-            stderr_path: "/dev/null".into(),
-            env: Default::default(),
-            bindings: vec![],
-            pools,
-            applications: vec![],
-            placeholder_app_path: None,
-        };
         TaskHandle::new(
             pb::TaskConfig::default(),
-            DriverState {
-                version: DRIVER_STATE_VERSION,
-                task_id: "a/web/00000000".into(),
-                host_pid: 1,
-                host_start_time: 0,
-                runtime_dir: "/run/x".into(),
-                spec,
-                started_at: 0,
-            },
+            crate::test_support::driver_state(1, 0, Path::new("/run/x"), pools),
         )
     }
 

@@ -230,9 +230,7 @@ impl TaskHandle {
     }
 
     fn read_exit_record(&self) -> Option<control::ExitRecord> {
-        let path = self.state.runtime_dir.join(control::EXIT_RECORD);
-        let bytes = std::fs::read(path).ok()?;
-        serde_json::from_slice(&bytes).ok()
+        crate::runtime::read_exit_record(&self.state.runtime_dir)
     }
 
     /// Watches a host this plugin spawned: reaps it and records its real wait status.
@@ -289,32 +287,6 @@ mod tests {
     use super::*;
     use crate::process::{HostCommand, spawn_host};
 
-    fn state_for(pid: u32, start_time: u64, runtime_dir: &std::path::Path) -> DriverState {
-        let spec = control::HostSpec {
-            alloc_id: "alloc".into(),
-            task_name: "web".into(),
-            site_name: "nomad-alloc-web".into(),
-            runtime_dir: runtime_dir.into(),
-            task_dir: runtime_dir.into(),
-            stdout_path: "/dev/null".into(),
-            stderr_path: "/dev/null".into(),
-            env: Default::default(),
-            bindings: vec![],
-            pools: vec![],
-            applications: vec![],
-            placeholder_app_path: None,
-        };
-        DriverState {
-            version: crate::state::DRIVER_STATE_VERSION,
-            task_id: "alloc/web/0123abcd".into(),
-            host_pid: pid,
-            host_start_time: start_time,
-            runtime_dir: runtime_dir.into(),
-            spec,
-            started_at: 0,
-        }
-    }
-
     struct KillOnDrop(u32);
     impl Drop for KillOnDrop {
         fn drop(&mut self) {
@@ -329,6 +301,28 @@ mod tests {
         }
     }
 
+    /// The handle of the live process `pid`, as if it were the host running in `dir`.
+    fn handle_of(pid: u32, dir: &std::path::Path) -> (Arc<TaskHandle>, ProcessIdentity) {
+        let identity = ProcessIdentity::of(pid).unwrap();
+        let state = crate::test_support::driver_state(pid, identity.start_time, dir, vec![]);
+        (TaskHandle::new(pb::TaskConfig::default(), state), identity)
+    }
+
+    /// Starts `script` as a stand-in host in `dir`, watched as a child of this process; the
+    /// guard kills its group.
+    fn watched_child(
+        script: &str,
+        dir: &std::path::Path,
+        events: EventBus,
+    ) -> (Arc<TaskHandle>, ProcessIdentity, KillOnDrop) {
+        let child = spawn_host(&shell(script), dir).unwrap();
+        let pid = child.id().unwrap();
+        let guard = KillOnDrop(pid);
+        let (handle, identity) = handle_of(pid, dir);
+        handle.spawn_child_watcher(child, events);
+        (handle, identity, guard)
+    }
+
     #[tokio::test]
     async fn child_exit_code_reaches_every_waiter() {
         let dir = tempfile::tempdir().unwrap();
@@ -336,17 +330,9 @@ mod tests {
             "sleep 0.3; echo '{{\"code\":2,\"reason\":\"bad cert\"}}' > {}/exit.json; exit 2",
             dir.path().display()
         );
-        let child = spawn_host(&shell(&script), dir.path()).unwrap();
-        let pid = child.id().unwrap();
-        let _guard = KillOnDrop(pid);
-        let identity = ProcessIdentity::of(pid).unwrap();
-        let handle = TaskHandle::new(
-            pb::TaskConfig::default(),
-            state_for(pid, identity.start_time, dir.path()),
-        );
         let bus = EventBus::new();
         let mut events = bus.subscribe();
-        handle.spawn_child_watcher(child, bus);
+        let (handle, _, _guard) = watched_child(&script, dir.path(), bus);
         let (a, b) = tokio::join!(handle.wait(), handle.wait());
         assert_eq!(a, b);
         assert_eq!(a.exit_code, 2);
@@ -361,15 +347,7 @@ mod tests {
     #[tokio::test]
     async fn killed_child_reports_the_signal() {
         let dir = tempfile::tempdir().unwrap();
-        let child = spawn_host(&shell("sleep 30"), dir.path()).unwrap();
-        let pid = child.id().unwrap();
-        let _guard = KillOnDrop(pid);
-        let identity = ProcessIdentity::of(pid).unwrap();
-        let handle = TaskHandle::new(
-            pb::TaskConfig::default(),
-            state_for(pid, identity.start_time, dir.path()),
-        );
-        handle.spawn_child_watcher(child, EventBus::new());
+        let (handle, identity, _guard) = watched_child("sleep 30", dir.path(), EventBus::new());
         assert!(handle.is_running());
         assert!(!handle.wait_for(Duration::from_millis(50)).await);
         identity.signal(nix::sys::signal::Signal::SIGTERM).unwrap();
@@ -377,27 +355,27 @@ mod tests {
         assert_eq!((outcome.exit_code, outcome.signal), (143, 15));
     }
 
-    #[tokio::test]
-    async fn watched_pid_without_record_counts_as_killed() {
-        let dir = tempfile::tempdir().unwrap();
-        // A grandchild we are not the parent of: `sh` forks `sleep` into the background and
-        // exits, so the sleep is reparented away from this test process.
-        let pid_file = dir.path().join("pid");
-        let script = format!("sleep 30 & echo $! > {}", pid_file.display());
-        let mut child = spawn_host(&shell(&script), dir.path()).unwrap();
-        let session = child.id().unwrap();
-        let _guard = KillOnDrop(session);
+    /// Runs `background` as a grandchild this process is not the parent of (`sh` starts it in
+    /// the background and exits, so it is reparented away); its pid and a guard for its group.
+    async fn orphan(background: &str, dir: &std::path::Path) -> (u32, KillOnDrop) {
+        let pid_file = dir.join("pid");
+        let script = format!("{background} & echo $! > {}", pid_file.display());
+        let mut child = spawn_host(&shell(&script), dir).unwrap();
+        let guard = KillOnDrop(child.id().unwrap());
         child.wait().await.unwrap();
-        let pid: u32 = std::fs::read_to_string(&pid_file)
+        let pid = std::fs::read_to_string(&pid_file)
             .unwrap()
             .trim()
             .parse()
             .unwrap();
-        let identity = ProcessIdentity::of(pid).unwrap();
-        let handle = TaskHandle::new(
-            pb::TaskConfig::default(),
-            state_for(pid, identity.start_time, dir.path()),
-        );
+        (pid, guard)
+    }
+
+    #[tokio::test]
+    async fn watched_pid_without_record_counts_as_killed() {
+        let dir = tempfile::tempdir().unwrap();
+        let (pid, _guard) = orphan("sleep 30", dir.path()).await;
+        let (handle, _) = handle_of(pid, dir.path());
         handle.spawn_pid_watcher(EventBus::new());
         nix::sys::signal::kill(
             nix::unistd::Pid::from_raw(pid as i32),
@@ -406,5 +384,35 @@ mod tests {
         .unwrap();
         let outcome = handle.wait().await;
         assert_eq!((outcome.exit_code, outcome.signal), (137, 9));
+    }
+
+    #[tokio::test]
+    async fn watched_pid_with_a_record_reports_its_code_and_reason() {
+        let dir = tempfile::tempdir().unwrap();
+        let record = dir.path().join(control::EXIT_RECORD);
+        let background = format!(
+            "(sleep 0.5; echo '{{\"code\":4,\"reason\":\"pool api stopped\"}}' > {}; exit 4)",
+            record.display()
+        );
+        let (pid, _guard) = orphan(&background, dir.path()).await;
+        let (handle, _) = handle_of(pid, dir.path());
+        let bus = EventBus::new();
+        let mut events = bus.subscribe();
+        handle.spawn_pid_watcher(bus);
+        let outcome = handle.wait().await;
+        assert_eq!(
+            outcome,
+            ExitOutcome {
+                exit_code: 4,
+                signal: 0,
+                reason: Some("pool api stopped".into()),
+            }
+        );
+        let event = events.recv().await.unwrap();
+        assert!(
+            event.message.contains("pool api stopped"),
+            "{}",
+            event.message
+        );
     }
 }

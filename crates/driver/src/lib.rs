@@ -13,6 +13,7 @@
 //! - [`events`]: the task-event broadcast.
 //! - [`fingerprint`]: node attributes and health.
 //! - [`error`]: [`DriverError`] and its mapping to gRPC statuses (recoverable or not).
+//! - `test_support` (unit tests only): builders of host specs and driver states.
 //!
 //! # Errors
 //! Every RPC returns a [`DriverError`], turned into a `tonic::Status` in one place
@@ -33,6 +34,8 @@ pub mod process;
 pub mod runtime;
 pub mod state;
 pub mod stats;
+#[cfg(test)]
+mod test_support;
 
 pub use driver::{
     DriverOptions, HANDLE_VERSION, IisDriver, ManagementApi, PLUGIN_API_VERSION, PLUGIN_NAME,

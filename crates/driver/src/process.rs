@@ -27,11 +27,22 @@ pub struct HostCommand {
     pub args: Vec<OsString>,
 }
 
+/// Where Linux shows the running binary. Executing it runs the very file this process runs,
+/// even after that file was replaced or deleted on disk (an upgrade before the agent restarts),
+/// so hosts always match the plugin that starts them.
+const SELF_EXE: &str = "/proc/self/exe";
+
 impl HostCommand {
-    /// `current_exe() host`: the plugin binary's own `host` subcommand.
+    /// The plugin binary's own `host` subcommand: through `/proc/self/exe` where procfs has it,
+    /// else `current_exe()`.
     pub fn current_exe() -> io::Result<Self> {
+        let program = if Path::new(SELF_EXE).exists() {
+            PathBuf::from(SELF_EXE)
+        } else {
+            std::env::current_exe()?
+        };
         Ok(Self {
-            program: std::env::current_exe()?,
+            program,
             args: vec![OsString::from("host")],
         })
     }
@@ -63,6 +74,23 @@ impl ProcessIdentity {
     /// Whether this very process still runs (not a zombie, same start time).
     pub fn is_alive(&self) -> bool {
         Self::of(self.pid).is_some_and(|now| now.start_time == self.start_time)
+    }
+
+    /// Whether this process was started with `runtime_dir` as one of its arguments, as every
+    /// site host is (`… --runtime-dir DIR`). Pid and start time alone can match a stranger
+    /// after a reboot; this tells a host from it before anything is sent to its group.
+    pub fn is_host_of(&self, runtime_dir: &Path) -> bool {
+        let Ok(pid) = i32::try_from(self.pid) else {
+            return false;
+        };
+        let Ok(arguments) = procfs::process::Process::new(pid).and_then(|p| p.cmdline()) else {
+            return false;
+        };
+        let wanted = runtime_dir.as_os_str();
+        self.is_alive()
+            && arguments
+                .iter()
+                .any(|argument| std::ffi::OsStr::new(argument) == wanted)
     }
 
     /// Sends `sig` to this process if it is still the same process.
@@ -170,7 +198,7 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn spawned_host_leads_its_own_session_and_group() {
+    async fn spawned_host_leads_its_own_session_and_group_and_is_recognised() {
         let dir = tempfile::tempdir().unwrap();
         let command = HostCommand {
             program: "/bin/sh".into(),
@@ -184,11 +212,17 @@ mod tests {
         assert_eq!(stat.pgrp, pid as i32);
         let identity = ProcessIdentity::of(pid).unwrap();
         assert!(identity.is_alive());
+        // A host is told apart from a stranger with the same pid by its runtime folder.
+        assert!(identity.is_host_of(dir.path()));
+        assert!(!identity.is_host_of(&dir.path().join("other")));
+        let me = ProcessIdentity::of(std::process::id()).unwrap();
+        assert!(!me.is_host_of(dir.path()));
         identity.kill_group().unwrap();
         let status = guard.0.as_mut().unwrap().wait().await.unwrap();
         use std::os::unix::process::ExitStatusExt;
         assert_eq!(status.signal(), Some(9));
         assert!(!identity.is_alive());
+        assert!(!identity.is_host_of(dir.path()));
         guard.0 = None;
     }
 

@@ -132,6 +132,12 @@ pub fn remove(root: &Path, dir: &Path) -> io::Result<()> {
     }
 }
 
+/// The exit record a host left in `dir`, if it left a readable one.
+pub fn read_exit_record(dir: &Path) -> Option<control::ExitRecord> {
+    let bytes = fs::read(dir.join(control::EXIT_RECORD)).ok()?;
+    serde_json::from_slice(&bytes).ok()
+}
+
 /// Writes `spec` as the host's `spec.json` (mode 0600: it may name certificate passwords).
 pub fn write_spec(dir: &Path, spec: &control::HostSpec) -> Result<(), RuntimeDirError> {
     use std::io::Write;
@@ -188,7 +194,7 @@ mod tests {
         assert!(!dir.join("leftover").exists());
         let mode = fs::metadata(&dir).unwrap().permissions().mode() & 0o777;
         assert_eq!(mode, 0o700);
-        write_spec(&dir, &sample_spec(&dir)).unwrap();
+        write_spec(&dir, &crate::test_support::host_spec(&dir, vec![])).unwrap();
         remove(&root, &dir).unwrap();
         assert!(!dir.exists());
         remove(&root, &dir).unwrap();
@@ -210,22 +216,5 @@ mod tests {
         fs::write(&file, b"").unwrap();
         let err = check_root(&file.join("sub")).unwrap_err();
         assert!(err.to_string().contains("sub"), "{err}");
-    }
-
-    fn sample_spec(dir: &Path) -> control::HostSpec {
-        control::HostSpec {
-            alloc_id: "a".into(),
-            task_name: "web".into(),
-            site_name: "nomad-a-web".into(),
-            runtime_dir: dir.into(),
-            task_dir: dir.into(),
-            stdout_path: "/dev/null".into(),
-            stderr_path: "/dev/null".into(),
-            env: Default::default(),
-            bindings: vec![],
-            pools: vec![],
-            applications: vec![],
-            placeholder_app_path: None,
-        }
     }
 }

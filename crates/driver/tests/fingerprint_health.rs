@@ -10,11 +10,10 @@ use nomad_plugin::proto::drivers::{
 use tokio_stream::StreamExt;
 use tonic::Request;
 
+mod common;
+
 fn driver_config(hcl_text: &str) -> Vec<u8> {
-    let body: hcl::Value = hcl::from_str(hcl_text).unwrap();
-    let json = serde_json::to_value(&body).unwrap();
-    let value = nomad_plugin::hclspec::decode_json(&config::DriverConfig::spec(), &json).unwrap();
-    nomad_plugin::cty::encode(&value)
+    common::encode_hcl(&config::DriverConfig::spec(), hcl_text)
 }
 
 #[tokio::test]

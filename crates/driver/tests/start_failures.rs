@@ -10,6 +10,8 @@ use driver::{DriverOptions, HostCommand, IisDriver};
 use nomad_plugin::proto::drivers::{self as pb, driver_server::Driver};
 use tonic::Request;
 
+mod common;
+
 /// Owns the temp folder; kills whatever stand-in host still runs under it on drop.
 struct Scene {
     temp: tempfile::TempDir,
@@ -62,7 +64,8 @@ impl Scene {
     fn task(&self) -> pb::TaskConfig {
         let alloc_dir = self.temp.path().join("alloc");
         std::fs::create_dir_all(alloc_dir.join("web/local")).unwrap();
-        let body: hcl::Value = hcl::from_str(
+        let msgpack = common::encode_hcl(
+            &config::TaskConfig::spec(),
             r#"
             application { path = "local" }
             binding {
@@ -70,11 +73,7 @@ impl Scene {
               port = "http"
             }
             "#,
-        )
-        .unwrap();
-        let json = serde_json::to_value(&body).unwrap();
-        let value = nomad_plugin::hclspec::decode_json(&config::TaskConfig::spec(), &json).unwrap();
-        let msgpack = nomad_plugin::cty::encode(&value);
+        );
         pb::TaskConfig {
             id: "0b5c3e1e-1111-2222-3333-444455556666/web/0a1b2c3d".into(),
             name: "web".into(),

@@ -14,6 +14,7 @@ use std::time::Duration;
 
 use clap::{ArgAction, Parser};
 use driver::{DriverOptions, HostCommand, IisDriver, ManagementApi, PLUGIN_NAME};
+use nomad_plugin::logging::LogSink;
 use nomad_plugin::transport::{self, Listen};
 
 /// Default root of the hosts' runtime folders.
@@ -135,13 +136,43 @@ fn parse_plugin_args(args: &[OsString]) -> Result<PluginArgs, String> {
     PluginArgs::try_parse_from(args).map_err(|e| e.render().to_string())
 }
 
+/// The line that says what is wrong in a clap error text (its first non-empty line, without
+/// clap's `error: ` prefix); the rest is usage help for people.
+fn headline(clap_text: &str) -> &str {
+    let first = clap_text
+        .lines()
+        .map(str::trim)
+        .find(|line| !line.is_empty())
+        .unwrap_or("invalid arguments");
+    first.strip_prefix("error: ").unwrap_or(first)
+}
+
+/// One hclog JSON line at error level, for problems found before logging is set up.
+fn hclog_error_line(message: &str) -> String {
+    let line =
+        nomad_plugin::logging::render_line(tracing::Level::ERROR, message, serde_json::Map::new());
+    String::from_utf8_lossy(&line).into_owned()
+}
+
+/// Reports a problem found before logging is up. Nomad logs plain stderr lines at debug level
+/// only, so when Nomad launched us the problem goes out as one hclog error line; a person
+/// running the binary by hand gets the full text.
+fn report_startup_error(headline: &str, full_text: &str) {
+    if transport::launched_by_nomad() {
+        to_stderr(&hclog_error_line(&format!("nomad_iis: {headline}")));
+    } else {
+        to_stderr(&format!("nomad_iis: {}", full_text.trim_end()));
+    }
+}
+
 /// Plugin mode: parses the arguments, checks Nomad's magic cookie and serves the driver until
 /// Nomad shuts the plugin down. Tasks (their site hosts) outlive this process.
 pub fn main(args: &[OsString]) -> ExitCode {
     let args = match parse_plugin_args(args) {
         Ok(args) => args,
         Err(message) => {
-            to_stderr(&format!("nomad_iis: {}", message.trim_end()));
+            let headline = format!("invalid plugin arguments: {}", headline(&message));
+            report_startup_error(&headline, &message);
             return ExitCode::FAILURE;
         }
     };
@@ -155,7 +186,8 @@ pub fn main(args: &[OsString]) -> ExitCode {
     {
         Ok(runtime) => runtime,
         Err(e) => {
-            to_stderr(&format!("nomad_iis: cannot start the async runtime: {e}"));
+            let message = format!("cannot start the async runtime: {e}");
+            report_startup_error(&message, &message);
             return ExitCode::FAILURE;
         }
     };
@@ -174,6 +206,7 @@ async fn serve_plugin(args: PluginArgs) -> ExitCode {
             None
         }
     };
+    install_panic_hook(log_sink.clone());
     let code = run_driver(args).await;
     if let Some(sink) = log_sink {
         sink.flush(Duration::from_millis(300));
@@ -192,7 +225,15 @@ async fn run_driver(args: PluginArgs) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let mut options = DriverOptions::new(args.runtime_dir, host_command);
+    // Hosts run in `/`, so they must be told an absolute folder.
+    let runtime_root = match std::path::absolute(&args.runtime_dir) {
+        Ok(root) => root,
+        Err(e) => {
+            tracing::error!(path = %args.runtime_dir.display(), error = %e, "--runtime-dir cannot be made absolute");
+            return ExitCode::FAILURE;
+        }
+    };
+    let mut options = DriverOptions::new(runtime_root, host_command);
     options.management_api = args
         .management_api_port
         .filter(|port| *port != 0)
@@ -227,6 +268,53 @@ async fn run_driver(args: PluginArgs) -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// How long a panic waits for its log line to be written (the process may be about to end).
+const PANIC_FLUSH_LIMIT: Duration = Duration::from_millis(200);
+
+/// Replaces Rust's panic message with one hclog error line. The default message is plain text,
+/// which Nomad logs at debug level only, and it is a blocking write to stderr; this line goes
+/// through the non-blocking log sink instead (or straight to stderr when logging is off).
+fn install_panic_hook(sink: Option<LogSink>) {
+    std::panic::set_hook(Box::new(move |info| {
+        let line = panic_line(info);
+        match &sink {
+            Some(sink) => {
+                sink.push(line);
+                sink.flush(PANIC_FLUSH_LIMIT);
+            }
+            None => to_stderr(&String::from_utf8_lossy(&line)),
+        }
+    }));
+}
+
+/// The hclog line for a panic: its message, where it happened, the thread and, when
+/// `RUST_BACKTRACE` asks for one, the backtrace.
+fn panic_line(info: &std::panic::PanicHookInfo<'_>) -> Vec<u8> {
+    let payload = info.payload();
+    let message = payload
+        .downcast_ref::<&str>()
+        .map(|text| (*text).to_owned())
+        .or_else(|| payload.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "a panic without a message".to_owned());
+    let mut fields = serde_json::Map::new();
+    if let Some(location) = info.location() {
+        fields.insert(
+            "location".to_owned(),
+            format!("{}:{}", location.file(), location.line()).into(),
+        );
+    }
+    let thread = std::thread::current();
+    fields.insert(
+        "thread".to_owned(),
+        thread.name().unwrap_or("unnamed").into(),
+    );
+    let backtrace = std::backtrace::Backtrace::capture();
+    if backtrace.status() == std::backtrace::BacktraceStatus::Captured {
+        fields.insert("backtrace".to_owned(), backtrace.to_string().into());
+    }
+    nomad_plugin::logging::render_line(tracing::Level::ERROR, &format!("panic: {message}"), fields)
 }
 
 /// Completes on SIGTERM, so a plain `kill` stops the plugin cleanly (its tasks keep running).
@@ -306,6 +394,72 @@ mod tests {
         assert!(err.contains("--port"), "{err}");
         let err = parse(&["--procdump-accept-eula=maybe"]).unwrap_err();
         assert!(err.contains("maybe"), "{err}");
+    }
+
+    #[test]
+    fn startup_errors_become_one_hclog_error_line() {
+        let text = parse(&["--bogus=1"]).unwrap_err();
+        let first = headline(&text);
+        assert!(first.contains("--bogus"), "{first}");
+        assert!(!first.starts_with("error:"), "{first}");
+        let line = hclog_error_line(first);
+        assert!(!line.contains('\n'));
+        let entry: serde_json::Value = serde_json::from_str(&line).unwrap();
+        assert_eq!(entry["@level"], "error");
+        assert_eq!(entry["@message"], first);
+        assert_eq!(headline("\n  \n"), "invalid arguments");
+    }
+
+    /// A writer into shared memory, standing in for stderr.
+    #[derive(Clone, Default)]
+    struct Captured(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+
+    impl Write for Captured {
+        fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+            self.0
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .extend_from_slice(bytes);
+            Ok(bytes.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    /// Puts Rust's own panic hook back, also when an assertion fails.
+    struct RestoreDefaultHook;
+
+    impl Drop for RestoreDefaultHook {
+        fn drop(&mut self) {
+            drop(std::panic::take_hook());
+        }
+    }
+
+    #[test]
+    fn panics_are_logged_as_one_hclog_error_line() {
+        let captured = Captured::default();
+        let sink = LogSink::spawn(captured.clone(), 16).unwrap();
+        let restore = RestoreDefaultHook;
+        install_panic_hook(Some(sink));
+        let outcome = std::panic::catch_unwind(|| panic!("boom {}", 42));
+        drop(restore);
+        assert!(outcome.is_err());
+        let written = captured.0.lock().unwrap().clone();
+        let text = String::from_utf8(written).unwrap();
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines.len(), 1, "{text}");
+        let entry: serde_json::Value = serde_json::from_str(lines[0]).unwrap();
+        assert_eq!(entry["@level"], "error");
+        assert_eq!(entry["@message"], "panic: boom 42");
+        assert!(
+            entry["location"]
+                .as_str()
+                .is_some_and(|l| l.contains("plugin_mode.rs")),
+            "{entry}"
+        );
+        assert!(entry["thread"].is_string());
+        assert!(entry["@timestamp"].is_string());
     }
 
     #[test]

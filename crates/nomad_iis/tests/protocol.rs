@@ -11,18 +11,6 @@ use nomad_plugin::proto::drivers as pb;
 use nomad_plugin::proto::hclspec::{Spec, spec::Block as Kind};
 use tokio_stream::StreamExt;
 
-/// Asserts stdout stayed silent after the handshake and stderr is all valid log lines.
-fn assert_clean_output(fixture: &mut Fixture, index: usize) {
-    let plugin = fixture.plugin(index);
-    assert!(
-        plugin.stdout_rest.snapshot().is_empty(),
-        "stdout after the handshake: {:?}",
-        plugin.stdout_rest.snapshot()
-    );
-    let bad = plugin.bad_stderr_lines();
-    assert!(bad.is_empty(), "stderr lines Nomad cannot take: {bad:#?}");
-}
-
 // Check 1: handshake on a unix socket, and on tcp with --port.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn handshake_is_one_line_and_the_address_is_live() {
@@ -34,11 +22,7 @@ async fn handshake_is_one_line_and_the_address_is_live() {
     // Generous bound: Nomad waits up to 60 s; a healthy plugin answers in well under 10.
     assert!(plugin.handshake_after < Duration::from_secs(10));
     let mut clients = plugin.clients();
-    clients
-        .base
-        .plugin_info(base_pb::PluginInfoRequest {})
-        .await
-        .unwrap();
+    clients.plugin_info().await;
 
     let tcp = fixture
         .launch(LaunchOptions {
@@ -49,27 +33,30 @@ async fn handshake_is_one_line_and_the_address_is_live() {
     let plugin = fixture.plugin(tcp);
     assert_eq!(plugin.handshake.network, "tcp");
     assert!(plugin.handshake.address.starts_with("127.0.0.1:"));
-    plugin
-        .clients()
-        .base
-        .plugin_info(base_pb::PluginInfoRequest {})
-        .await
-        .unwrap();
+    plugin.clients().plugin_info().await;
     assert!(Handshake::parse("1|2|unix|/x|grpc|extra").is_err());
     tokio::time::sleep(Duration::from_millis(300)).await;
-    assert_clean_output(&mut fixture, index);
-    assert_clean_output(&mut fixture, tcp);
+    fixture.assert_clean(index);
+    fixture.assert_clean(tcp);
+}
+
+/// Runs the binary to completion with `args`, stdin on /dev/null, with or without Nomad's
+/// magic cookie.
+async fn run_once(args: &[&str], with_cookie: bool) -> std::process::Output {
+    let mut command = tokio::process::Command::new(harness::binary());
+    command.args(args).stdin(std::process::Stdio::null());
+    if with_cookie {
+        command.env(harness::COOKIE_KEY, harness::COOKIE_VALUE);
+    } else {
+        command.env_remove(harness::COOKIE_KEY);
+    }
+    command.output().await.unwrap()
 }
 
 // Check 2: run by hand (no cookie) or with bad flags.
 #[tokio::test]
 async fn without_the_cookie_it_explains_itself_and_exits_1() {
-    let output = tokio::process::Command::new(harness::binary())
-        .env_remove(harness::COOKIE_KEY)
-        .stdin(std::process::Stdio::null())
-        .output()
-        .await
-        .unwrap();
+    let output = run_once(&[], false).await;
     assert_eq!(output.status.code(), Some(1));
     assert!(output.stdout.is_empty(), "no handshake without the cookie");
     let stderr = String::from_utf8_lossy(&output.stderr);
@@ -82,23 +69,28 @@ async fn without_the_cookie_it_explains_itself_and_exits_1() {
         "{stderr}"
     );
 
-    let output = tokio::process::Command::new(harness::binary())
-        .arg("--no-such-flag=1")
-        .env(harness::COOKIE_KEY, harness::COOKIE_VALUE)
-        .stdin(std::process::Stdio::null())
-        .output()
-        .await
-        .unwrap();
+    let output = run_once(&["--no-such-flag=1"], true).await;
     assert_eq!(output.status.code(), Some(1));
     assert!(output.stdout.is_empty());
-    assert!(String::from_utf8_lossy(&output.stderr).contains("--no-such-flag"));
+    // Launched by Nomad, the complaint must reach the agent's log at error level: a plain line
+    // would be logged at debug level and never seen.
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    let errors: Vec<serde_json::Value> = stderr
+        .lines()
+        .filter_map(|line| serde_json::from_str(line).ok())
+        .filter(|entry: &serde_json::Value| entry["@level"] == "error")
+        .collect();
+    assert!(
+        errors.iter().any(|e| e["@message"]
+            .as_str()
+            .is_some_and(|m| m.contains("--no-such-flag"))),
+        "{stderr}"
+    );
+    for line in stderr.lines() {
+        harness::check_stderr_line(line).unwrap();
+    }
 
-    let output = tokio::process::Command::new(harness::binary())
-        .arg("--help")
-        .env_remove(harness::COOKIE_KEY)
-        .output()
-        .await
-        .unwrap();
+    let output = run_once(&["--help"], false).await;
     assert!(output.status.success());
     assert!(String::from_utf8_lossy(&output.stdout).contains("--management-api-port"));
 }
@@ -107,8 +99,7 @@ async fn without_the_cookie_it_explains_itself_and_exits_1() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn health_broker_stdio_and_large_messages() {
     let mut fixture = Fixture::new();
-    let index = fixture.launch(LaunchOptions::default()).await;
-    let mut clients = fixture.plugin(index).clients();
+    let (index, mut clients) = fixture.launch_default().await;
     let health = clients
         .health
         .check(tonic_health::pb::HealthCheckRequest {
@@ -153,21 +144,15 @@ async fn health_broker_stdio_and_large_messages() {
         })
         .await
         .expect("a 5 MiB request is accepted");
-    assert_clean_output(&mut fixture, index);
+    fixture.assert_clean(index);
 }
 
 // Checks 4 and 7: identity and capabilities.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn plugin_info_and_capabilities() {
     let mut fixture = Fixture::new();
-    let index = fixture.launch(LaunchOptions::default()).await;
-    let mut clients = fixture.plugin(index).clients();
-    let info = clients
-        .base
-        .plugin_info(base_pb::PluginInfoRequest {})
-        .await
-        .unwrap()
-        .into_inner();
+    let (index, mut clients) = fixture.launch_default().await;
+    let info = clients.plugin_info().await;
     assert_eq!(info.r#type, base_pb::PluginType::Driver as i32);
     assert!(info.plugin_api_versions.contains(&"0.1.0".to_owned()));
     assert_eq!(info.name, "iis");
@@ -199,7 +184,7 @@ async fn plugin_info_and_capabilities() {
         .await
         .unwrap_err();
     assert_eq!(exec.code(), tonic::Code::Unimplemented);
-    assert_clean_output(&mut fixture, index);
+    fixture.assert_clean(index);
 }
 
 /// Whether `text` is an HCL type expression: `string`, `number`, `bool`, `any`, `list(T)`,
@@ -320,8 +305,7 @@ fn spec_problems(spec: &Spec, path: &str, named_context: bool, out: &mut Vec<Str
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn schemas_obey_the_hclspec_rules() {
     let mut fixture = Fixture::new();
-    let index = fixture.launch(LaunchOptions::default()).await;
-    let mut clients = fixture.plugin(index).clients();
+    let (index, mut clients) = fixture.launch_default().await;
     let driver_spec = clients
         .base
         .config_schema(base_pb::ConfigSchemaRequest {})
@@ -330,7 +314,7 @@ async fn schemas_obey_the_hclspec_rules() {
         .into_inner()
         .spec
         .expect("config spec");
-    let task_spec = harness::task_schema(&mut clients).await;
+    let task_spec = clients.task_schema().await;
     for (name, spec) in [("config", &driver_spec), ("task config", &task_spec)] {
         assert!(
             matches!(spec.block, Some(Kind::Object(_))),
@@ -340,29 +324,22 @@ async fn schemas_obey_the_hclspec_rules() {
         spec_problems(spec, name, false, &mut problems);
         assert!(problems.is_empty(), "{problems:#?}");
     }
-    assert_clean_output(&mut fixture, index);
+    fixture.assert_clean(index);
 }
 
 /// The launch sequence of an agent start: P1 (info + schema), P2 (SetConfig without
 /// nomad_config), each killed; then the long-lived P3.
 async fn agent_start(fixture: &mut Fixture, config_hcl: &str) -> (usize, Clients) {
-    let p1 = fixture.launch(LaunchOptions::default()).await;
-    let mut clients = fixture.plugin(p1).clients();
-    clients
-        .base
-        .plugin_info(base_pb::PluginInfoRequest {})
-        .await
-        .unwrap();
-    let config = harness::driver_config(&mut clients, config_hcl).await;
+    let (p1, mut clients) = fixture.launch_default().await;
+    clients.plugin_info().await;
+    let config = clients.driver_config(config_hcl).await;
     fixture.plugin(p1).kill();
-    let p2 = fixture.launch(LaunchOptions::default()).await;
-    let mut clients = fixture.plugin(p2).clients();
+    let (p2, mut clients) = fixture.launch_default().await;
     harness::set_config(&mut clients, &config, false)
         .await
         .expect("P2 SetConfig");
     fixture.plugin(p2).kill();
-    let p3 = fixture.launch(LaunchOptions::default()).await;
-    let mut clients = fixture.plugin(p3).clients();
+    let (p3, mut clients) = fixture.launch_default().await;
     harness::set_config(&mut clients, &config, true)
         .await
         .expect("P3 SetConfig");
@@ -419,7 +396,7 @@ async fn set_config_accepts_nomad_encodings_and_rejects_bad_config() {
     )
     .await;
     // No config block at all: every attribute arrives null or defaulted.
-    let empty = harness::driver_config(&mut clients, "").await;
+    let empty = clients.driver_config("").await;
     harness::set_config(&mut clients, &empty, true)
         .await
         .unwrap();
@@ -442,12 +419,7 @@ async fn set_config_accepts_nomad_encodings_and_rejects_bad_config() {
     harness::set_config(&mut clients, &golden, false)
         .await
         .unwrap();
-    let mut fingerprints = clients
-        .driver
-        .fingerprint(pb::FingerprintRequest {})
-        .await
-        .unwrap()
-        .into_inner();
+    let mut fingerprints = clients.fingerprints().await;
     let fp = fingerprints.next().await.unwrap().unwrap();
     assert_eq!(
         fp.attributes["driver.iis.target_websites_enabled"].value,
@@ -459,7 +431,9 @@ async fn set_config_accepts_nomad_encodings_and_rejects_bad_config() {
     // Empty bytes (not sent by Nomad, but harmless) mean the defaults.
     harness::set_config(&mut clients, &[], false).await.unwrap();
 
-    let bad = harness::driver_config(&mut clients, r#"fingerprint_interval = "5s""#).await;
+    let bad = clients
+        .driver_config(r#"fingerprint_interval = "5s""#)
+        .await;
     let err = harness::set_config(&mut clients, &bad, true)
         .await
         .unwrap_err();
@@ -480,7 +454,7 @@ async fn set_config_accepts_nomad_encodings_and_rejects_bad_config() {
         assert_eq!(err.code(), tonic::Code::InvalidArgument);
         assert!(err.message().contains(field), "{}", err.message());
     }
-    assert_clean_output(&mut fixture, p3);
+    fixture.assert_clean(p3);
 }
 
 // Check 8: fingerprint stream.
@@ -488,12 +462,7 @@ async fn set_config_accepts_nomad_encodings_and_rejects_bad_config() {
 async fn fingerprint_streams_periodically_until_cancelled() {
     let mut fixture = Fixture::new();
     let (p3, mut clients) = agent_start(&mut fixture, r#"fingerprint_interval = "10s""#).await;
-    let mut stream = clients
-        .driver
-        .fingerprint(pb::FingerprintRequest {})
-        .await
-        .unwrap()
-        .into_inner();
+    let mut stream = clients.fingerprints().await;
     let first = tokio::time::timeout(Duration::from_secs(10), stream.next())
         .await
         .expect("first fingerprint within seconds")
@@ -524,6 +493,23 @@ async fn fingerprint_streams_periodically_until_cancelled() {
         assert!(first.attributes.contains_key(key), "missing {key}");
     }
     assert!(!first.attributes.contains_key("driver.iis.iis_version"));
+    // Types as the original reports them: constraints compare them as such.
+    use nomad_plugin::proto::structs::attribute::Value;
+    let value = |key: &str| first.attributes[key].value.clone();
+    assert!(matches!(value("driver.iis.version"), Some(Value::StringVal(v)) if !v.is_empty()));
+    assert!(matches!(
+        value("driver.iis.management_api_port"),
+        Some(Value::IntVal(_))
+    ));
+    for key in [
+        "driver.iis.directory_security_enabled",
+        "driver.iis.target_websites_enabled",
+        "driver.iis.management_api_enabled",
+        "driver.iis.iis_aspnet_core_available",
+        "driver.iis.iis_rewrite_module_available",
+    ] {
+        assert!(matches!(value(key), Some(Value::BoolVal(_))), "{key}");
+    }
     // The stream stays open over two periods and keeps sending.
     for _ in 0..2 {
         let next = tokio::time::timeout(Duration::from_secs(25), stream.next())
@@ -536,22 +522,17 @@ async fn fingerprint_streams_periodically_until_cancelled() {
     drop(stream);
 
     // Disabled → UNDETECTED.
-    let disabled = harness::driver_config(&mut clients, "enabled = false").await;
+    let disabled = clients.driver_config("enabled = false").await;
     harness::set_config(&mut clients, &disabled, true)
         .await
         .unwrap();
-    let mut stream = clients
-        .driver
-        .fingerprint(pb::FingerprintRequest {})
-        .await
-        .unwrap()
-        .into_inner();
+    let mut stream = clients.fingerprints().await;
     let fp = stream.next().await.unwrap().unwrap();
     assert_eq!(
         fp.health,
         pb::fingerprint_response::HealthState::Undetected as i32
     );
-    assert_clean_output(&mut fixture, p3);
+    fixture.assert_clean(p3);
 }
 
 // Check 8 (health): an unusable runtime root makes the node unhealthy, with a reason.
@@ -560,19 +541,13 @@ async fn unusable_runtime_root_is_unhealthy() {
     let mut fixture = Fixture::new();
     let blocker = fixture.temp.path().join("not-a-dir");
     std::fs::write(&blocker, b"").unwrap();
-    let index = fixture
-        .launch(LaunchOptions {
+    let (index, mut clients) = fixture
+        .launch_with(LaunchOptions {
             args: vec![format!("--runtime-dir={}/rt", blocker.display())],
             ..Default::default()
         })
         .await;
-    let mut clients = fixture.plugin(index).clients();
-    let mut stream = clients
-        .driver
-        .fingerprint(pb::FingerprintRequest {})
-        .await
-        .unwrap()
-        .into_inner();
+    let mut stream = clients.fingerprints().await;
     let fp = stream.next().await.unwrap().unwrap();
     assert_eq!(
         fp.health,
@@ -583,49 +558,35 @@ async fn unusable_runtime_root_is_unhealthy() {
         "{}",
         fp.health_description
     );
+    fixture.assert_clean(index);
 }
 
 // Check 9: the task events stream stays open.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn task_events_stream_stays_open() {
     let mut fixture = Fixture::new();
-    let index = fixture.launch(LaunchOptions::default()).await;
-    let mut clients = fixture.plugin(index).clients();
-    let mut events = clients
-        .driver
-        .task_events(pb::TaskEventsRequest {})
-        .await
-        .unwrap()
-        .into_inner();
+    let (index, mut clients) = fixture.launch_default().await;
+    let mut events = clients.events().await;
     assert!(
         tokio::time::timeout(Duration::from_secs(1), events.next())
             .await
             .is_err(),
         "no event and no end while idle"
     );
+    fixture.assert_clean(index);
 }
 
 // Check 15: reattach by dialing the same address again.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reattach_dials_the_same_address() {
     let mut fixture = Fixture::new();
-    let index = fixture.launch(LaunchOptions::default()).await;
+    let (index, _) = fixture.launch_default().await;
     let handshake = fixture.plugin(index).handshake.clone();
     let channel = harness::dial(&handshake).await.unwrap();
     let mut clients = Clients::new(channel);
-    let info = clients
-        .base
-        .plugin_info(base_pb::PluginInfoRequest {})
-        .await
-        .unwrap()
-        .into_inner();
+    let info = clients.plugin_info().await;
     assert_eq!(info.name, "iis");
-    let mut stream = clients
-        .driver
-        .fingerprint(pb::FingerprintRequest {})
-        .await
-        .unwrap()
-        .into_inner();
+    let mut stream = clients.fingerprints().await;
     assert!(stream.next().await.unwrap().is_ok());
 }
 
@@ -633,31 +594,16 @@ async fn reattach_dials_the_same_address() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigint_is_ignored_and_shutdown_exits_promptly() {
     let mut fixture = Fixture::new();
-    let index = fixture.launch(LaunchOptions::default()).await;
-    let mut clients = fixture.plugin(index).clients();
+    let (index, mut clients) = fixture.launch_default().await;
     // Open streams like a real client, so shutdown has to cut them.
-    let _fingerprint = clients
-        .driver
-        .fingerprint(pb::FingerprintRequest {})
-        .await
-        .unwrap()
-        .into_inner();
-    let _events = clients
-        .driver
-        .task_events(pb::TaskEventsRequest {})
-        .await
-        .unwrap()
-        .into_inner();
+    let _fingerprint = clients.fingerprints().await;
+    let _events = clients.events().await;
     fixture
         .plugin(index)
         .signal(nix::sys::signal::Signal::SIGINT);
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert!(fixture.plugin(index).is_running(), "SIGINT must be ignored");
-    clients
-        .base
-        .plugin_info(base_pb::PluginInfoRequest {})
-        .await
-        .unwrap();
+    clients.plugin_info().await;
 
     let _ = clients
         .controller
@@ -677,37 +623,64 @@ async fn sigint_is_ignored_and_shutdown_exits_promptly() {
     assert!(status.success(), "{status:?}");
     let socket = std::path::PathBuf::from(&fixture.plugin(index).handshake.address);
     assert!(!socket.exists(), "the plugin socket is removed on shutdown");
-    assert_clean_output(&mut fixture, index);
+    fixture.assert_clean(index);
 }
 
 // Check 17: the plugin keeps working when its stderr pipe is closed (agent gone).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn survives_a_closed_stderr() {
     let mut fixture = Fixture::new();
-    let index = fixture
-        .launch(LaunchOptions {
+    let (index, mut clients) = fixture
+        .launch_with(LaunchOptions {
             close_stderr: true,
             ..Default::default()
         })
         .await;
-    let mut clients = fixture.plugin(index).clients();
-    // SetConfig and a failing RPC both log; neither may kill the plugin.
-    let config = harness::driver_config(&mut clients, "").await;
+    // SetConfig and failing StartTasks both log; neither may kill the plugin.
+    let config = clients.driver_config("").await;
     harness::set_config(&mut clients, &config, true)
         .await
         .unwrap();
-    for _ in 0..50 {
-        let _ = clients
-            .driver
-            .wait_task(pb::WaitTaskRequest {
-                task_id: "nope".into(),
-            })
-            .await;
-    }
-    clients
-        .base
-        .plugin_info(base_pb::PluginInfoRequest {})
-        .await
-        .unwrap();
+    clients.failing_starts(50).await;
+    clients.plugin_info().await;
     assert!(fixture.plugin(index).is_running());
+}
+
+// Check 17: the plugin never blocks on a full stderr pipe (an agent that stopped reading):
+// far more log lines than the pipe and the log queue hold, and it still answers and exits
+// promptly on Shutdown.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keeps_serving_while_nobody_reads_stderr() {
+    let mut fixture = Fixture::new();
+    let (index, mut clients) = fixture
+        .launch_with(LaunchOptions {
+            stall_stderr: true,
+            ..Default::default()
+        })
+        .await;
+    // About 250 lines fill a 64 KiB pipe; the plugin's queue holds 4096 more.
+    let workers: Vec<_> = (0..4)
+        .map(|_| {
+            let mut clients = clients.clone();
+            tokio::spawn(async move { clients.failing_starts(1500).await })
+        })
+        .collect();
+    for worker in workers {
+        tokio::time::timeout(Duration::from_secs(120), worker)
+            .await
+            .expect("failing StartTasks answered while stderr is full")
+            .unwrap();
+    }
+    tokio::time::timeout(Duration::from_secs(10), clients.plugin_info())
+        .await
+        .expect("PluginInfo answered while stderr is full");
+    let _ = clients
+        .controller
+        .shutdown(nomad_plugin::proto::goplugin::Empty {})
+        .await;
+    let status = fixture
+        .plugin(index)
+        .wait_exit(Duration::from_secs(5))
+        .expect("plugin exits after Shutdown though stderr is full");
+    assert!(status.success(), "{status:?}");
 }

@@ -3,156 +3,27 @@
 
 mod harness;
 
-use std::net::SocketAddr;
 use std::time::Duration;
 
 use harness::http::{self, Trust};
-use harness::{Allocation, Clients, Fixture, LaunchOptions};
-use nomad_plugin::proto::base as base_pb;
+use harness::{Clients, DRIVER_CONFIG, Fixture, STATIC_SITE, local};
 use nomad_plugin::proto::drivers as pb;
 use tokio_stream::StreamExt;
 
-const DRIVER_CONFIG: &str = r#"
-enabled = true
-fingerprint_interval = "10s"
-"#;
-
-fn local(port: u16) -> SocketAddr {
-    SocketAddr::from(([127, 0, 0, 1], port))
-}
+/// Go's zero `time.Time` (0001-01-01T00:00:00Z) as a protobuf timestamp: what Nomad's own
+/// drivers send for a time that has not happened yet.
+const GO_ZERO_TIME_SECONDS: i64 = -62_135_596_800;
 
 /// A configured long-lived plugin (P3).
 async fn plugin(fixture: &mut Fixture) -> (usize, Clients) {
-    let index = fixture.launch(LaunchOptions::default()).await;
-    let mut clients = fixture.plugin(index).clients();
-    let config = harness::driver_config(&mut clients, DRIVER_CONFIG).await;
-    harness::set_config(&mut clients, &config, true)
-        .await
-        .expect("SetConfig");
-    (index, clients)
+    fixture.configured_plugin(DRIVER_CONFIG).await
 }
 
-/// StartTask with `config_hcl`, as Nomad does it (schema first, then the task).
-async fn start(
-    fixture: &Fixture,
-    clients: &mut Clients,
-    alloc: &Allocation,
-    config_hcl: &str,
-    ports: &[(&str, u16)],
-) -> Result<(pb::TaskConfig, pb::TaskHandle), tonic::Status> {
-    let spec = harness::task_schema(clients).await;
-    clients
-        .driver
-        .capabilities(pb::CapabilitiesRequest {})
-        .await
-        .unwrap();
-    let task = alloc.task_config(&spec, config_hcl, ports);
-    let response = clients
-        .driver
-        .start_task(pb::StartTaskRequest {
-            task: Some(task.clone()),
-        })
-        .await?
-        .into_inner();
-    let handle = response.handle.expect("StartTask returns a handle");
-    if let Some(pid) = harness::driver_state(&handle)["host_pid"].as_u64() {
-        fixture.track_host(pid as u32);
-    }
-    Ok((task, handle))
-}
-
-fn host_pid(handle: &pb::TaskHandle) -> u32 {
-    harness::driver_state(handle)["host_pid"]
-        .as_u64()
-        .expect("driver_state.host_pid") as u32
-}
-
-fn runtime_dir(handle: &pb::TaskHandle) -> std::path::PathBuf {
-    harness::driver_state(handle)["runtime_dir"]
-        .as_str()
-        .expect("driver_state.runtime_dir")
-        .into()
-}
-
-async fn wait(clients: &mut Clients, task_id: &str) -> Result<pb::WaitTaskResponse, tonic::Status> {
-    clients
-        .driver
-        .wait_task(pb::WaitTaskRequest {
-            task_id: task_id.to_owned(),
-        })
-        .await
-        .map(|r| r.into_inner())
-}
-
-async fn stop(clients: &mut Clients, task_id: &str, timeout: Duration) {
-    clients
-        .driver
-        .stop_task(pb::StopTaskRequest {
-            task_id: task_id.to_owned(),
-            timeout: Some(harness::proto_duration(timeout)),
-            signal: String::new(),
-        })
-        .await
-        .expect("StopTask");
-}
-
-async fn destroy(clients: &mut Clients, task_id: &str, force: bool) -> Result<(), tonic::Status> {
-    clients
-        .driver
-        .destroy_task(pb::DestroyTaskRequest {
-            task_id: task_id.to_owned(),
-            force,
-        })
-        .await
-        .map(|_| ())
-}
-
-async fn signal(clients: &mut Clients, task_id: &str, name: &str) -> Result<(), tonic::Status> {
-    clients
-        .driver
-        .signal_task(pb::SignalTaskRequest {
-            task_id: task_id.to_owned(),
-            signal: name.to_owned(),
-        })
-        .await
-        .map(|_| ())
-}
-
-/// Reads events until one about `alloc` contains `needle` (at most 15 s).
-async fn expect_event(
-    events: &mut tonic::Streaming<pb::DriverTaskEvent>,
-    alloc: &Allocation,
-    needle: &str,
-) -> pb::DriverTaskEvent {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
-    loop {
-        let event = tokio::time::timeout_at(deadline, events.next())
-            .await
-            .unwrap_or_else(|_| panic!("no task event containing {needle:?}"))
-            .expect("events stream open")
-            .expect("event");
-        if event.alloc_id == alloc.alloc_id && event.message.contains(needle) {
-            assert_eq!(event.task_name, alloc.task_name);
-            assert!(event.timestamp.is_some());
-            assert!(
-                event
-                    .task_id
-                    .starts_with(&format!("{}/{}/", alloc.alloc_id, alloc.task_name))
-            );
-            return event;
-        }
-    }
-}
-
-fn assert_clean(fixture: &mut Fixture, index: usize) {
-    let plugin = fixture.plugin(index);
-    assert!(
-        plugin.stdout_rest.snapshot().is_empty(),
-        "stdout: {:?}",
-        plugin.stdout_rest.snapshot()
-    );
-    let bad = plugin.bad_stderr_lines();
-    assert!(bad.is_empty(), "bad stderr lines: {bad:#?}");
+/// A new fixture with a configured long-lived plugin.
+async fn configured() -> (Fixture, usize, Clients) {
+    let mut fixture = Fixture::new();
+    let (index, clients) = plugin(&mut fixture).await;
+    (fixture, index, clients)
 }
 
 /// Reads a host's environment from /proc.
@@ -172,50 +43,39 @@ fn session_and_group(pid: u32) -> (i32, i32) {
     (fields[3].parse().unwrap(), fields[2].parse().unwrap())
 }
 
+/// Sends `sig` to a process.
+fn send_signal(pid: u32, sig: nix::sys::signal::Signal) {
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), sig).unwrap();
+}
+
 // Checks 9–13: a static site from start to destroy.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn static_site_runs_from_start_to_destroy() {
-    let mut fixture = Fixture::new();
-    let (index, mut clients) = plugin(&mut fixture).await;
-    let mut events = clients
-        .driver
-        .task_events(pb::TaskEventsRequest {})
-        .await
-        .unwrap()
-        .into_inner();
-    let alloc = fixture.allocation("web").await;
-    alloc.static_site("site", "<h1>hello from web</h1>");
-    let port = harness::free_port();
-    let (task, handle) = start(
-        &fixture,
-        &mut clients,
-        &alloc,
-        r#"
-        application {
-          path = "local/site"
-        }
-        binding {
-          type = "http"
-          port = "http"
-        }
-        "#,
-        &[("http", port)],
-    )
-    .await
-    .expect("StartTask");
+    let (mut fixture, index, mut clients) = configured().await;
+    let mut events = clients.events().await;
+    let site = fixture
+        .start_static_site(&mut clients, "web", "<h1>hello from web</h1>")
+        .await;
+    let (alloc, task, port) = (&site.alloc, &site.task, site.port);
 
     // Check 10: the handle echoes the config, carries a version and a driver state.
-    assert_eq!(handle.config.as_ref(), Some(&task));
+    let handle = &task.handle;
+    assert_eq!(handle.config.as_ref(), Some(&task.config));
     assert!(handle.version >= 1);
     assert_eq!(handle.state, pb::TaskState::Running as i32);
-    let state = harness::driver_state(&handle);
+    let state = harness::driver_state(handle);
     assert_eq!(state["version"], 1);
-    assert_eq!(state["task_id"], task.id.as_str());
+    assert_eq!(state["task_id"], task.id());
     assert!(state["host_start_time"].as_u64().is_some());
-    let pid = host_pid(&handle);
-    let runtime = runtime_dir(&handle);
+    let pid = task.host_pid();
+    let runtime = task.runtime_dir();
     assert!(runtime.starts_with(&fixture.runtime_root));
     assert!(runtime.join("control.sock").as_os_str().len() < 100);
+    for private in [&runtime, &fixture.runtime_root] {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(private).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o700, "{}", private.display());
+    }
 
     // The host is detached and clean: own session and group, no cookie, no plugin stdout.
     assert_eq!(session_and_group(pid), (pid as i32, pid as i32));
@@ -226,7 +86,7 @@ async fn static_site_runs_from_start_to_destroy() {
         assert_eq!(target, std::path::Path::new("/dev/null"), "fd {fd}");
     }
 
-    let response = http::get(local(port), "localhost", "/").await.unwrap();
+    let response = http::get(site.addr(), "localhost", "/").await.unwrap();
     assert_eq!(response.status, 200);
     assert!(response.text().contains("hello from web"));
     // The access log reaches the task's stdout FIFO (what `nomad alloc logs` shows).
@@ -238,35 +98,24 @@ async fn static_site_runs_from_start_to_destroy() {
         "access log in stdout FIFO: {:?}",
         alloc.stdout_text()
     );
-    let event = expect_event(&mut events, &alloc, "started site").await;
+    let event = harness::expect_event(&mut events, alloc, "started site").await;
     assert!(
         event.message.contains(&port.to_string()),
         "{}",
         event.message
     );
 
-    let inspect = clients
-        .driver
-        .inspect_task(pb::InspectTaskRequest {
-            task_id: task.id.clone(),
-        })
-        .await
-        .unwrap()
-        .into_inner();
-    let status = inspect.task.unwrap();
+    let status = clients.inspect(task.id()).await.unwrap();
     assert_eq!(status.state, pb::TaskState::Running as i32);
     assert!(status.started_at.is_some());
+    // Nomad decodes completed_at and result without a nil check (a nil timestamp is an error,
+    // a nil result a nil dereference): both are set while running, as Go's zero values.
+    let completed_at = status.completed_at.expect("completed_at set while running");
+    assert_eq!(completed_at.seconds, GO_ZERO_TIME_SECONDS);
+    assert_eq!(status.result, Some(pb::ExitResult::default()));
 
     // Check 13: stats.
-    let mut stats = clients
-        .driver
-        .task_stats(pb::TaskStatsRequest {
-            task_id: task.id.clone(),
-            collection_interval: Some(harness::proto_duration(Duration::from_secs(1))),
-        })
-        .await
-        .unwrap()
-        .into_inner();
+    let mut stats = clients.stats(task.id(), Duration::from_secs(1)).await;
     for _ in 0..2 {
         let message = tokio::time::timeout(Duration::from_secs(10), stats.next())
             .await
@@ -274,7 +123,7 @@ async fn static_site_runs_from_start_to_destroy() {
             .expect("stream open")
             .unwrap();
         let stats = message.stats.expect("stats set");
-        assert_eq!(stats.id, task.id);
+        assert_eq!(stats.id, task.id());
         assert!(stats.timestamp.is_some());
         let agg = stats.agg_resource_usage.expect("agg usage set");
         let cpu = agg.cpu.expect("cpu");
@@ -298,12 +147,8 @@ async fn static_site_runs_from_start_to_destroy() {
     }
 
     // Check 11: concurrent waits block until the exit.
-    let mut a = clients.clone();
-    let mut b = clients.clone();
-    let id_a = task.id.clone();
-    let id_b = task.id.clone();
-    let wait_a = tokio::spawn(async move { wait(&mut a, &id_a).await });
-    let wait_b = tokio::spawn(async move { wait(&mut b, &id_b).await });
+    let wait_a = clients.wait_in_background(task.id());
+    let wait_b = clients.wait_in_background(task.id());
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert!(
         !wait_a.is_finished() && !wait_b.is_finished(),
@@ -311,18 +156,22 @@ async fn static_site_runs_from_start_to_destroy() {
     );
 
     // Check 12: stop returns after the exit.
-    stop(&mut clients, &task.id, Duration::from_secs(10)).await;
+    clients.stop(task.id(), Duration::from_secs(10)).await;
     assert!(!harness::alive(pid), "host gone when StopTask returns");
     let a = wait_a.await.unwrap().unwrap();
     let b = wait_b.await.unwrap().unwrap();
     let result = a.result.expect("result always set");
     assert_eq!(Some(result), b.result);
     assert_eq!((result.exit_code, result.signal), (0, 0));
-    let again = tokio::time::timeout(Duration::from_secs(2), wait(&mut clients, &task.id))
+    let again = tokio::time::timeout(Duration::from_secs(2), clients.wait(task.id()))
         .await
         .expect("WaitTask answers at once after the exit")
         .unwrap();
     assert_eq!(again.result, Some(result));
+    let status = clients.inspect(task.id()).await.unwrap();
+    assert_eq!(status.state, pb::TaskState::Exited as i32);
+    assert!(status.completed_at.unwrap().seconds > GO_ZERO_TIME_SECONDS);
+    assert_eq!(status.result, Some(result));
     // The stats stream ends after the exit.
     let end = tokio::time::timeout(Duration::from_secs(5), async {
         while let Some(item) = stats.next().await {
@@ -335,8 +184,9 @@ async fn static_site_runs_from_start_to_destroy() {
     assert!(end.is_ok(), "stats stream ends after the task exits");
 
     // Stop and destroy are idempotent and leave nothing behind.
-    stop(&mut clients, &task.id, Duration::from_secs(1)).await;
-    destroy(&mut clients, &task.id, false)
+    clients.stop(task.id(), Duration::from_secs(1)).await;
+    clients
+        .destroy(task.id(), false)
         .await
         .expect("destroy an exited task");
     assert!(!runtime.exists(), "runtime folder removed");
@@ -344,102 +194,97 @@ async fn static_site_runs_from_start_to_destroy() {
         alloc.task_dir.join("local/site/index.html").exists(),
         "app folders stay"
     );
-    destroy(&mut clients, &task.id, true).await.unwrap();
-    stop(
-        &mut clients,
-        "unknown/task/00000000",
-        Duration::from_secs(1),
-    )
-    .await;
-    let err = wait(&mut clients, &task.id).await.unwrap_err();
+    clients.destroy(task.id(), true).await.unwrap();
+    clients
+        .stop("unknown/task/00000000", Duration::from_secs(1))
+        .await;
+    let err = clients.wait(task.id()).await.unwrap_err();
     assert_eq!(err.code(), tonic::Code::NotFound);
     assert!(fixture.host_processes().is_empty());
     assert!(
-        http::get(local(port), "localhost", "/").await.is_err(),
+        http::get(site.addr(), "localhost", "/").await.is_err(),
         "port closed"
     );
-    assert_clean(&mut fixture, index);
+    fixture.assert_clean(index);
 }
 
 // Config validation: a bad config is a fatal InvalidArgument naming the field.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_config_is_rejected_with_the_field_path() {
-    let mut fixture = Fixture::new();
-    let (index, mut clients) = plugin(&mut fixture).await;
-    let mut events = clients
-        .driver
-        .task_events(pb::TaskEventsRequest {})
-        .await
-        .unwrap()
-        .into_inner();
+    let (mut fixture, index, mut clients) = configured().await;
+    let mut events = clients.events().await;
     let alloc = fixture.allocation("bad").await;
     alloc.static_site("site", "x");
     let port = harness::free_port();
-    let err = start(
-        &fixture,
-        &mut clients,
-        &alloc,
-        r#"
-        application { path = "local/site" }
-        binding {
-          type = "ftp"
-          port = "http"
-        }
-        "#,
-        &[("http", port)],
-    )
-    .await
-    .unwrap_err();
-    assert_eq!(err.code(), tonic::Code::InvalidArgument, "{err:?}");
-    assert!(
-        err.message().contains("binding[0].type"),
-        "{}",
-        err.message()
-    );
-    assert!(!nomad_plugin::status::is_recoverable(&err));
-    assert!(fixture.host_processes().is_empty());
-    let leftovers: Vec<_> = std::fs::read_dir(&fixture.runtime_root)
-        .map(|d| d.flatten().map(|e| e.path()).collect())
-        .unwrap_or_default();
-    assert!(leftovers.is_empty(), "runtime folders left: {leftovers:?}");
+    for (config, field) in [
+        (
+            r#"
+            application { path = "local/site" }
+            binding {
+              type = "ftp"
+              port = "http"
+            }
+            "#,
+            "binding[0].type",
+        ),
+        (
+            r#"
+            application { path = "local/site" }
+            binding {
+              type = "http"
+              port = "admin"
+            }
+            "#,
+            "binding[0].port",
+        ),
+    ] {
+        let err = fixture
+            .start_task(&mut clients, &alloc, config, &[("http", port)])
+            .await
+            .unwrap_err();
+        assert_eq!(err.code(), tonic::Code::InvalidArgument, "{err:?}");
+        assert!(err.message().contains(field), "{}", err.message());
+        assert!(!nomad_plugin::status::is_recoverable(&err));
+        assert!(fixture.host_processes().is_empty());
+        let leftovers = fixture.runtime_leftovers();
+        assert!(leftovers.is_empty(), "runtime folders left: {leftovers:?}");
+    }
 
     // A Windows-only option is accepted and reported as a task event.
     let alloc = fixture.allocation("win").await;
     alloc.static_site("site", "x");
-    let (task, _handle) = start(
-        &fixture,
-        &mut clients,
-        &alloc,
-        r#"
-        application {
-          path           = "local/site"
-          enable_preload = true
-        }
-        binding {
-          type = "http"
-          port = "http"
-        }
-        "#,
-        &[("http", port)],
-    )
-    .await
-    .expect("windows-only options do not fail the task");
-    let event = expect_event(&mut events, &alloc, "no effect on Linux").await;
+    let task = fixture
+        .start_task(
+            &mut clients,
+            &alloc,
+            r#"
+            application {
+              path           = "local/site"
+              enable_preload = true
+            }
+            binding {
+              type = "http"
+              port = "http"
+            }
+            "#,
+            &[("http", port)],
+        )
+        .await
+        .expect("windows-only options do not fail the task");
+    let event = harness::expect_event(&mut events, &alloc, "no effect on Linux").await;
     assert!(
         event.message.starts_with("application[0].enable_preload"),
         "{}",
         event.message
     );
-    stop(&mut clients, &task.id, Duration::from_secs(5)).await;
-    destroy(&mut clients, &task.id, true).await.unwrap();
-    assert_clean(&mut fixture, index);
+    clients.stop_and_destroy(task.id()).await;
+    fixture.assert_clean(index);
 }
 
 // A static port belongs to one task: the second one fails, recoverably, naming the port.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn second_task_on_the_same_static_port_fails_naming_it() {
-    let mut fixture = Fixture::new();
-    let (index, mut clients) = plugin(&mut fixture).await;
+    let (mut fixture, index, mut clients) = configured().await;
     let port = harness::free_port();
     let config = format!(
         r#"
@@ -453,12 +298,14 @@ async fn second_task_on_the_same_static_port_fails_naming_it() {
     );
     let first = fixture.allocation("one").await;
     first.static_site("site", "first");
-    let (task, _) = start(&fixture, &mut clients, &first, &config, &[])
+    let task = fixture
+        .start_task(&mut clients, &first, &config, &[])
         .await
         .expect("first task");
     let second = fixture.allocation("two").await;
     second.static_site("site", "second");
-    let err = start(&fixture, &mut clients, &second, &config, &[])
+    let err = fixture
+        .start_task(&mut clients, &second, &config, &[])
         .await
         .unwrap_err();
     assert!(
@@ -475,9 +322,8 @@ async fn second_task_on_the_same_static_port_fails_naming_it() {
     assert_eq!(response.status, 200);
     assert!(response.text().contains("first"));
     assert_eq!(fixture.host_processes().len(), 1);
-    stop(&mut clients, &task.id, Duration::from_secs(5)).await;
-    destroy(&mut clients, &task.id, true).await.unwrap();
-    assert_clean(&mut fixture, index);
+    clients.stop_and_destroy(task.id()).await;
+    fixture.assert_clean(index);
 }
 
 /// A certificate for `name` (self-signed), as PEM texts and DER.
@@ -516,8 +362,7 @@ fn pfx(cert_der: &[u8], key_der: &[u8], password: &str) -> Vec<u8> {
 // Serving: http with host names and aliases; https with self-signed, PEM and PFX certificates.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bindings_route_by_host_and_alias_over_http_and_https() {
-    let mut fixture = Fixture::new();
-    let (index, mut clients) = plugin(&mut fixture).await;
+    let (mut fixture, index, mut clients) = configured().await;
     let alloc = fixture.allocation("sites").await;
     alloc.static_site("root", "root app");
     alloc.static_site("api", "api app");
@@ -533,49 +378,49 @@ async fn bindings_route_by_host_and_alias_over_http_and_https() {
         ("pem", harness::free_port()),
         ("pfx", harness::free_port()),
     ];
-    let (task, _) = start(
-        &fixture,
-        &mut clients,
-        &alloc,
-        r#"
-        application { path = "local/root" }
-        application {
-          path  = "local/api"
-          alias = "/api"
-        }
-        binding {
-          type     = "http"
-          port     = "http"
-          hostname = "www.test"
-        }
-        binding {
-          type = "https"
-          port = "selfsigned"
-          certificate { use_self_signed = true }
-        }
-        binding {
-          type     = "https"
-          port     = "pem"
-          hostname = "pem.test"
-          certificate {
-            cert_file = "${NOMAD_SECRETS_DIR}/site.crt"
-            key_file  = "${NOMAD_SECRETS_DIR}/site.key"
-          }
-        }
-        binding {
-          type     = "https"
-          port     = "pfx"
-          hostname = "pfx.test"
-          certificate {
-            pfx_file = "secrets/site.pfx"
-            password = "s3cret"
-          }
-        }
-        "#,
-        &ports,
-    )
-    .await
-    .expect("StartTask");
+    let task = fixture
+        .start_task(
+            &mut clients,
+            &alloc,
+            r#"
+            application { path = "local/root" }
+            application {
+              path  = "local/api"
+              alias = "/api"
+            }
+            binding {
+              type     = "http"
+              port     = "http"
+              hostname = "www.test"
+            }
+            binding {
+              type = "https"
+              port = "selfsigned"
+              certificate { use_self_signed = true }
+            }
+            binding {
+              type     = "https"
+              port     = "pem"
+              hostname = "pem.test"
+              certificate {
+                cert_file = "${NOMAD_SECRETS_DIR}/site.crt"
+                key_file  = "${NOMAD_SECRETS_DIR}/site.key"
+              }
+            }
+            binding {
+              type     = "https"
+              port     = "pfx"
+              hostname = "pfx.test"
+              certificate {
+                pfx_file = "secrets/site.pfx"
+                password = "s3cret"
+              }
+            }
+            "#,
+            &ports,
+        )
+        .await
+        .expect("StartTask");
 
     let http_addr = local(ports[0].1);
     let root = http::get(http_addr, "www.test", "/").await.unwrap();
@@ -617,131 +462,73 @@ async fn bindings_route_by_host_and_alias_over_http_and_https() {
     assert_eq!(response.status, 200);
     assert_eq!(cert, pfx_der);
 
-    stop(&mut clients, &task.id, Duration::from_secs(5)).await;
-    destroy(&mut clients, &task.id, true).await.unwrap();
-    assert_clean(&mut fixture, index);
+    clients.stop_and_destroy(task.id()).await;
+    fixture.assert_clean(index);
 }
 
 // SignalTask: pools stop (503) and start again, recycle keeps serving, unknown signals fail,
 // SIGKILL ends the task with signal 9.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn signals_control_pools_and_kill() {
-    let mut fixture = Fixture::new();
-    let (index, mut clients) = plugin(&mut fixture).await;
-    let mut events = clients
-        .driver
-        .task_events(pb::TaskEventsRequest {})
-        .await
-        .unwrap()
-        .into_inner();
-    let alloc = fixture.allocation("sig").await;
-    alloc.static_site("site", "signals");
-    let port = harness::free_port();
-    let (task, handle) = start(
-        &fixture,
-        &mut clients,
-        &alloc,
-        r#"
-        application { path = "local/site" }
-        binding {
-          type = "http"
-          port = "http"
-        }
-        "#,
-        &[("http", port)],
-    )
-    .await
-    .unwrap();
-    let addr = local(port);
-    signal(&mut clients, &task.id, "STOP").await.unwrap();
-    expect_event(&mut events, &alloc, "STOP").await;
+    let (mut fixture, index, mut clients) = configured().await;
+    let mut events = clients.events().await;
+    let site = fixture
+        .start_static_site(&mut clients, "sig", "signals")
+        .await;
+    let (id, addr) = (site.id(), site.addr());
+    clients.signal(id, "STOP").await.unwrap();
+    harness::expect_event(&mut events, &site.alloc, "STOP").await;
     assert_eq!(http::get(addr, "localhost", "/").await.unwrap().status, 503);
-    signal(&mut clients, &task.id, "START").await.unwrap();
-    expect_event(&mut events, &alloc, "START").await;
+    clients.signal(id, "START").await.unwrap();
+    harness::expect_event(&mut events, &site.alloc, "START").await;
     assert_eq!(http::get(addr, "localhost", "/").await.unwrap().status, 200);
-    signal(&mut clients, &task.id, "RECYCLE").await.unwrap();
-    signal(&mut clients, &task.id, "SIGHUP").await.unwrap();
-    expect_event(&mut events, &alloc, "recycled").await;
+    clients.signal(id, "RECYCLE").await.unwrap();
+    clients.signal(id, "SIGHUP").await.unwrap();
+    harness::expect_event(&mut events, &site.alloc, "recycled").await;
     assert_eq!(http::get(addr, "localhost", "/").await.unwrap().status, 200);
 
-    let err = signal(&mut clients, &task.id, "SIGUSR1").await.unwrap_err();
+    let err = clients.signal(id, "SIGUSR1").await.unwrap_err();
     assert_eq!(err.code(), tonic::Code::InvalidArgument);
     assert_eq!(
         err.message(),
         "unsupported signal \"SIGUSR1\" (supported: START, STOP, RECYCLE, SIGHUP, SIGINT, SIGTERM, SIGKILL)"
     );
-    let err = signal(&mut clients, "no/such/task", "STOP")
-        .await
-        .unwrap_err();
+    let err = clients.signal("no/such/task", "STOP").await.unwrap_err();
     assert_eq!(err.code(), tonic::Code::NotFound);
 
-    signal(&mut clients, &task.id, "SIGKILL").await.unwrap();
-    let result = wait(&mut clients, &task.id).await.unwrap().result.unwrap();
+    clients.signal(id, "SIGKILL").await.unwrap();
+    let result = clients.exit_result(id).await;
     assert_eq!((result.exit_code, result.signal), (137, 9));
-    assert!(!harness::alive(host_pid(&handle)));
-    destroy(&mut clients, &task.id, true).await.unwrap();
-    assert_clean(&mut fixture, index);
+    assert!(!harness::alive(site.task.host_pid()));
+    clients.destroy(id, true).await.unwrap();
+    fixture.assert_clean(index);
 }
 
 // StopTask escalates: a host that does not react (SIGSTOPped) is killed after the timeout.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn stop_escalates_to_sigkill_after_the_timeout() {
-    let mut fixture = Fixture::new();
-    let (index, mut clients) = plugin(&mut fixture).await;
-    let alloc = fixture.allocation("hung").await;
-    alloc.static_site("site", "hung");
-    let port = harness::free_port();
-    let (task, handle) = start(
-        &fixture,
-        &mut clients,
-        &alloc,
-        r#"
-        application { path = "local/site" }
-        binding {
-          type = "http"
-          port = "http"
-        }
-        "#,
-        &[("http", port)],
-    )
-    .await
-    .unwrap();
-    let pid = host_pid(&handle);
-    nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(pid as i32),
-        nix::sys::signal::Signal::SIGSTOP,
-    )
-    .unwrap();
-    stop(&mut clients, &task.id, Duration::from_secs(1)).await;
+    let (mut fixture, index, mut clients) = configured().await;
+    let hung = fixture
+        .start_static_site(&mut clients, "hung", "hung")
+        .await;
+    let pid = hung.task.host_pid();
+    send_signal(pid, nix::sys::signal::Signal::SIGSTOP);
+    clients.stop(hung.id(), Duration::from_secs(1)).await;
     assert!(!harness::alive(pid), "StopTask returns after the exit");
-    let result = wait(&mut clients, &task.id).await.unwrap().result.unwrap();
+    let result = clients.exit_result(hung.id()).await;
     assert_eq!(result.signal, 9);
     // DestroyTask of a running task needs force.
-    let alloc2 = fixture.allocation("busy").await;
-    alloc2.static_site("site", "busy");
-    let (task2, handle2) = start(
-        &fixture,
-        &mut clients,
-        &alloc2,
-        r#"
-        application { path = "local/site" }
-        binding {
-          type = "http"
-          port = "http"
-        }
-        "#,
-        &[("http", harness::free_port())],
-    )
-    .await
-    .unwrap();
-    let err = destroy(&mut clients, &task2.id, false).await.unwrap_err();
+    let busy = fixture
+        .start_static_site(&mut clients, "busy", "busy")
+        .await;
+    let err = clients.destroy(busy.id(), false).await.unwrap_err();
     assert_eq!(err.code(), tonic::Code::FailedPrecondition);
-    destroy(&mut clients, &task2.id, true).await.unwrap();
-    assert!(!harness::alive(host_pid(&handle2)));
-    assert!(!runtime_dir(&handle2).exists());
-    destroy(&mut clients, &task.id, true).await.unwrap();
+    clients.destroy(busy.id(), true).await.unwrap();
+    assert!(!harness::alive(busy.task.host_pid()));
+    assert!(!busy.task.runtime_dir().exists());
+    clients.destroy(hung.id(), true).await.unwrap();
     assert!(fixture.host_processes().is_empty());
-    assert_clean(&mut fixture, index);
+    fixture.assert_clean(index);
 }
 
 // Checks 14–16: the plugin dies, the site keeps serving, a new plugin recovers the task; a
@@ -750,26 +537,10 @@ async fn stop_escalates_to_sigkill_after_the_timeout() {
 async fn tasks_outlive_the_plugin_and_are_recovered() {
     let mut fixture = Fixture::new();
     let (first, mut clients) = plugin(&mut fixture).await;
-    let alloc = fixture.allocation("durable").await;
-    alloc.static_site("site", "still here");
-    let port = harness::free_port();
-    let (task, handle) = start(
-        &fixture,
-        &mut clients,
-        &alloc,
-        r#"
-        application { path = "local/site" }
-        binding {
-          type = "http"
-          port = "http"
-        }
-        "#,
-        &[("http", port)],
-    )
-    .await
-    .unwrap();
-    let addr = local(port);
-    let pid = host_pid(&handle);
+    let site = fixture
+        .start_static_site(&mut clients, "durable", "still here")
+        .await;
+    let (alloc, addr, pid) = (&site.alloc, site.addr(), site.task.host_pid());
 
     // Check 14: SIGKILL the plugin; the site keeps answering.
     fixture.plugin(first).kill();
@@ -786,56 +557,30 @@ async fn tasks_outlive_the_plugin_and_are_recovered() {
         alloc.stdout_text()
     );
 
-    // A new plugin process, configured as Nomad does, recovers from the persisted handle.
+    // A new plugin process, configured as Nomad does, recovers from the persisted handle
+    // (without the driver config bytes).
     let (second, mut clients) = plugin(&mut fixture).await;
-    let mut events = clients
-        .driver
-        .task_events(pb::TaskEventsRequest {})
-        .await
-        .unwrap()
-        .into_inner();
-    let mut persisted = handle.clone();
-    if let Some(config) = persisted.config.as_mut() {
-        // Nomad may send the handle without the driver config bytes.
-        config.msgpack_driver_config.clear();
-    }
-    let recover = |clients: &mut Clients, handle: pb::TaskHandle| {
-        let mut clients = clients.clone();
-        async move {
-            clients
-                .driver
-                .recover_task(pb::RecoverTaskRequest {
-                    task_id: String::new(),
-                    handle: Some(handle),
-                })
-                .await
-        }
-    };
-    recover(&mut clients, persisted.clone())
+    let mut events = clients.events().await;
+    let persisted = site.task.persisted_handle();
+    clients
+        .recover(persisted.clone())
         .await
         .expect("RecoverTask");
-    recover(&mut clients, persisted.clone())
+    clients
+        .recover(persisted.clone())
         .await
         .expect("RecoverTask is idempotent");
-    expect_event(&mut events, &alloc, "re-attached").await;
+    harness::expect_event(&mut events, alloc, "re-attached").await;
 
     // Check 15: reattach to the same address; PluginInfo only; the task is still tracked.
     let handshake = fixture.plugin(second).handshake.clone();
     let mut reattached = Clients::new(harness::dial(&handshake).await.unwrap());
-    reattached
-        .base
-        .plugin_info(base_pb::PluginInfoRequest {})
+    reattached.plugin_info().await;
+    let status = reattached
+        .inspect(site.id())
         .await
-        .unwrap();
-    let inspect = reattached
-        .driver
-        .inspect_task(pb::InspectTaskRequest {
-            task_id: task.id.clone(),
-        })
-        .await
-        .expect("task tracked after reattach")
-        .into_inner();
-    assert_eq!(inspect.task.unwrap().state, pb::TaskState::Running as i32);
+        .expect("task tracked after reattach");
+    assert_eq!(status.state, pb::TaskState::Running as i32);
 
     // Check 16: Shutdown ends the plugin, not the task.
     let _ = reattached
@@ -850,30 +595,29 @@ async fn tasks_outlive_the_plugin_and_are_recovered() {
     );
     assert!(harness::alive(pid));
     assert_eq!(http::get(addr, "localhost", "/").await.unwrap().status, 200);
-    assert_clean(&mut fixture, second);
+    fixture.assert_clean(second);
 
     // A third plugin recovers again and stops the task; WaitTask sees the exit though the
     // plugin is not the host's parent.
     let (third, mut clients) = plugin(&mut fixture).await;
-    recover(&mut clients, persisted.clone())
+    clients
+        .recover(persisted.clone())
         .await
         .expect("RecoverTask");
-    let mut waiter = clients.clone();
-    let id = task.id.clone();
-    let waiting = tokio::spawn(async move { wait(&mut waiter, &id).await });
-    stop(&mut clients, &task.id, Duration::from_secs(10)).await;
+    let waiting = clients.wait_in_background(site.id());
+    clients.stop(site.id(), Duration::from_secs(10)).await;
     let result = waiting.await.unwrap().unwrap().result.unwrap();
     assert_eq!((result.exit_code, result.signal), (0, 0));
-    destroy(&mut clients, &task.id, true).await.unwrap();
+    clients.destroy(site.id(), true).await.unwrap();
 
     // The host is gone now: recovery fails and Nomad will restart the task.
     let (fourth, mut clients) = plugin(&mut fixture).await;
-    let err = recover(&mut clients, persisted).await.unwrap_err();
+    let err = clients.recover(persisted).await.unwrap_err();
     assert_eq!(err.code(), tonic::Code::NotFound, "{err:?}");
     assert!(err.message().contains("gone"), "{}", err.message());
     assert!(fixture.host_processes().is_empty());
-    assert_clean(&mut fixture, third);
-    assert_clean(&mut fixture, fourth);
+    fixture.assert_clean(third);
+    fixture.assert_clean(fourth);
 }
 
 /// Replaces the msgpack encoding of the string `marker` in `bytes` with `raw`.
@@ -891,9 +635,8 @@ fn splice(bytes: &[u8], marker: &str, raw: &[u8]) -> Vec<u8> {
 // mean the IIS defaults.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn task_config_numbers_arrive_in_every_cty_form() {
-    let mut fixture = Fixture::new();
-    let (index, mut clients) = plugin(&mut fixture).await;
-    let spec = harness::task_schema(&mut clients).await;
+    let (mut fixture, index, mut clients) = configured().await;
+    let spec = clients.task_schema().await;
     let port = harness::free_port();
     let f64_bytes = [&[0xcb][..], &1000f64.to_be_bytes()].concat();
     let f32_bytes = [&[0xca][..], &1000f32.to_be_bytes()].concat();
@@ -939,65 +682,58 @@ async fn task_config_numbers_arrive_in_every_cty_form() {
             .expect("queue length encoded as uint32");
         let encoded = [&encoded[..at], queue_length, &encoded[at + marker.len()..]].concat();
         let encoded = splice(&encoded, "PORTMARK", port_bytes);
-        let task = alloc.task_config_raw(encoded, &[]);
-        let handle = clients
-            .driver
-            .start_task(pb::StartTaskRequest {
-                task: Some(task.clone()),
-            })
+        let task = fixture
+            .start_prepared(&mut clients, alloc.task_config_raw(encoded, &[]))
             .await
-            .unwrap_or_else(|e| panic!("{name}: {e:?}"))
-            .into_inner()
-            .handle
-            .unwrap();
-        fixture.track_host(host_pid(&handle));
-        let state = harness::driver_state(&handle);
+            .unwrap_or_else(|e| panic!("{name}: {e:?}"));
+        let state = harness::driver_state(&task.handle);
         assert_eq!(state["spec"]["pools"][0]["queue_length"], 1000, "{name}");
         assert_eq!(state["spec"]["bindings"][0]["port"], port, "{name}");
         let response = http::get(local(port), "num.test", "/").await.unwrap();
         assert!(response.text().contains(name), "{name}");
-        stop(&mut clients, &task.id, Duration::from_secs(5)).await;
-        destroy(&mut clients, &task.id, true).await.unwrap();
+        clients.stop_and_destroy(task.id()).await;
     }
-    assert_clean(&mut fixture, index);
+    fixture.assert_clean(index);
 }
 
 // A host that rejects its configuration at start (a certificate file that does not exist)
 // fails StartTask fatally with the host's reason, and leaves nothing behind.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn host_start_failure_is_fatal_and_cleaned_up() {
-    let mut fixture = Fixture::new();
-    let (index, mut clients) = plugin(&mut fixture).await;
+    let (mut fixture, index, mut clients) = configured().await;
     let alloc = fixture.allocation("nocert").await;
     alloc.static_site("site", "x");
-    let err = start(
-        &fixture,
-        &mut clients,
-        &alloc,
-        r#"
-        application { path = "local/site" }
-        binding {
-          type = "https"
-          port = "https"
-          certificate {
-            cert_file = "secrets/missing.crt"
-            key_file  = "secrets/missing.key"
-          }
-        }
-        "#,
-        &[("https", harness::free_port())],
-    )
-    .await
-    .unwrap_err();
+    let err = fixture
+        .start_task(
+            &mut clients,
+            &alloc,
+            r#"
+            application { path = "local/site" }
+            binding {
+              type = "https"
+              port = "https"
+              certificate {
+                cert_file = "secrets/missing.crt"
+                key_file  = "secrets/missing.key"
+              }
+            }
+            "#,
+            &[("https", harness::free_port())],
+        )
+        .await
+        .unwrap_err();
     assert_eq!(err.code(), tonic::Code::InvalidArgument, "{err:?}");
     assert!(err.message().contains("missing.crt"), "{}", err.message());
+    assert!(
+        err.message().contains("binding[0].certificate"),
+        "{}",
+        err.message()
+    );
     assert!(!nomad_plugin::status::is_recoverable(&err));
     assert!(fixture.host_processes().is_empty());
-    let leftovers: Vec<_> = std::fs::read_dir(&fixture.runtime_root)
-        .map(|d| d.flatten().map(|e| e.path()).collect())
-        .unwrap_or_default();
+    let leftovers = fixture.runtime_leftovers();
     assert!(leftovers.is_empty(), "runtime folders left: {leftovers:?}");
-    assert_clean(&mut fixture, index);
+    fixture.assert_clean(index);
 }
 
 /// Open file descriptors of a process.
@@ -1011,39 +747,16 @@ fn fd_count(pid: u32) -> usize {
 // again leave no descriptors or tasks behind in the plugin.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn issue_80_stats_polling_does_not_leak() {
-    let mut fixture = Fixture::new();
-    let (index, mut clients) = plugin(&mut fixture).await;
-    let alloc = fixture.allocation("stats").await;
-    alloc.static_site("site", "stats");
-    let (task, _) = start(
-        &fixture,
-        &mut clients,
-        &alloc,
-        r#"
-        application { path = "local/site" }
-        binding {
-          type = "http"
-          port = "http"
-        }
-        "#,
-        &[("http", harness::free_port())],
-    )
-    .await
-    .unwrap();
+    let (mut fixture, index, mut clients) = configured().await;
+    let site = fixture
+        .start_static_site(&mut clients, "stats", "stats")
+        .await;
     let plugin_pid = fixture.plugin(index).pid;
     let poll = |clients: &mut Clients, messages: usize| {
         let mut clients = clients.clone();
-        let id = task.id.clone();
+        let id = site.id().to_owned();
         async move {
-            let mut stream = clients
-                .driver
-                .task_stats(pb::TaskStatsRequest {
-                    task_id: id,
-                    collection_interval: Some(harness::proto_duration(Duration::from_millis(100))),
-                })
-                .await
-                .unwrap()
-                .into_inner();
+            let mut stream = clients.stats(&id, Duration::from_millis(100)).await;
             for _ in 0..messages {
                 stream.next().await.unwrap().unwrap();
             }
@@ -1062,7 +775,239 @@ async fn issue_80_stats_polling_does_not_leak() {
         after <= before + 2,
         "descriptors grew from {before} to {after}"
     );
-    stop(&mut clients, &task.id, Duration::from_secs(5)).await;
-    destroy(&mut clients, &task.id, true).await.unwrap();
-    assert_clean(&mut fixture, index);
+    clients.stop_and_destroy(site.id()).await;
+    fixture.assert_clean(index);
+}
+
+// StopTask takes whatever timeout Nomad sends: one too large for a deadline still stops the
+// task gracefully, and a zero one stops it at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stop_accepts_any_timeout() {
+    let (mut fixture, index, mut clients) = configured().await;
+    for (name, timeout) in [
+        (
+            "huge",
+            prost_types::Duration {
+                seconds: i64::MAX,
+                nanos: 0,
+            },
+        ),
+        ("zero", prost_types::Duration::default()),
+    ] {
+        let site = fixture.start_static_site(&mut clients, name, name).await;
+        clients
+            .driver
+            .stop_task(pb::StopTaskRequest {
+                task_id: site.id().to_owned(),
+                timeout: Some(timeout),
+                signal: String::new(),
+            })
+            .await
+            .unwrap_or_else(|e| panic!("{name}: {e:?}"));
+        assert!(!harness::alive(site.task.host_pid()), "{name}: host gone");
+        let result = clients.wait(site.id()).await.unwrap().result;
+        assert!(result.is_some(), "{name}");
+        clients.destroy(site.id(), true).await.unwrap();
+    }
+    fixture.assert_clean(index);
+}
+
+// A plugin restart while StopTask is in flight: the host keeps draining, the next plugin
+// recovers it (it still answers while it drains), and WaitTask there reports the graceful exit.
+// A recovered host killed from outside (the plugin is not its parent) reports signal 9.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stop_in_flight_survives_a_plugin_restart() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut fixture = Fixture::new();
+    let (first, mut clients) = plugin(&mut fixture).await;
+    let alloc = fixture.allocation("drain").await;
+    let site_dir = alloc.static_site("site", "drain");
+    // Far larger than the socket buffers: a client that stops reading keeps the request in
+    // flight, so the drain lasts until that client goes away.
+    std::fs::write(site_dir.join("big.bin"), vec![0u8; 64 << 20]).unwrap();
+    let port = harness::free_port();
+    let draining = fixture
+        .start_task(
+            &mut clients,
+            &alloc,
+            r#"
+            application_pool {
+              name                = "default"
+              shutdown_time_limit = "60s"
+            }
+            application { path = "local/site" }
+            binding {
+              type = "http"
+              port = "http"
+            }
+            "#,
+            &[("http", port)],
+        )
+        .await
+        .expect("StartTask");
+    let killed = fixture
+        .start_static_site(&mut clients, "killed", "killed")
+        .await;
+
+    let mut download = tokio::net::TcpStream::connect(local(port)).await.unwrap();
+    download
+        .write_all(b"GET /big.bin HTTP/1.1\r\nHost: localhost\r\n\r\n")
+        .await
+        .unwrap();
+    let mut status_line = [0u8; 12];
+    download.read_exact(&mut status_line).await.unwrap();
+    assert_eq!(&status_line, b"HTTP/1.1 200");
+
+    // StopTask reaches the host (it stops accepting), then the plugin dies mid-call.
+    let stopping = {
+        let mut clients = clients.clone();
+        let id = draining.id().to_owned();
+        tokio::spawn(async move {
+            clients
+                .driver
+                .stop_task(pb::StopTaskRequest {
+                    task_id: id,
+                    timeout: Some(harness::proto_duration(Duration::from_secs(60))),
+                    signal: String::new(),
+                })
+                .await
+        })
+    };
+    assert!(
+        harness::eventually(Duration::from_secs(10), || std::net::TcpStream::connect(
+            local(port)
+        )
+        .is_err())
+        .await,
+        "the host stops accepting once StopTask reached it"
+    );
+    fixture.plugin(first).kill();
+    assert!(
+        stopping.await.unwrap().is_err(),
+        "StopTask fails with its plugin"
+    );
+    assert!(harness::alive(draining.host_pid()), "the host still drains");
+
+    let (second, mut clients) = plugin(&mut fixture).await;
+    clients
+        .recover(draining.persisted_handle())
+        .await
+        .expect("RecoverTask of a draining host");
+    clients
+        .recover(killed.task.persisted_handle())
+        .await
+        .expect("RecoverTask");
+    let waiting = clients.wait_in_background(draining.id());
+    // The download's end ends the drain; the host exits by itself.
+    drop(download);
+    let response = waiting.await.unwrap().unwrap();
+    assert_eq!(response.result, Some(pb::ExitResult::default()));
+    assert_eq!(response.err, "");
+
+    send_signal(killed.task.host_pid(), nix::sys::signal::Signal::SIGKILL);
+    let result = clients.exit_result(killed.id()).await;
+    assert_eq!((result.exit_code, result.signal), (137, 9));
+    for id in [draining.id(), killed.id()] {
+        clients.destroy(id, true).await.unwrap();
+    }
+    assert!(fixture.host_processes().is_empty());
+    fixture.assert_clean(second);
+}
+
+// A host that crashes while the plugin is its parent reports the real signal (SIGABRT here),
+// as an exit code of 128 + signal and as a task event.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_crashed_host_reports_its_signal() {
+    let (mut fixture, index, mut clients) = configured().await;
+    let mut events = clients.events().await;
+    let site = fixture
+        .start_static_site(&mut clients, "crash", "crash")
+        .await;
+    send_signal(site.task.host_pid(), nix::sys::signal::Signal::SIGABRT);
+    let response = clients.wait(site.id()).await.unwrap();
+    let result = response.result.expect("result always set");
+    assert_eq!((result.exit_code, result.signal), (134, 6));
+    assert_eq!(response.err, "", "a crash leaves no exit record");
+    harness::expect_event(&mut events, &site.alloc, "killed by signal 6").await;
+    clients.destroy(site.id(), true).await.unwrap();
+    assert!(fixture.host_processes().is_empty());
+    fixture.assert_clean(index);
+}
+
+// A host Nomad holds no handle for (its StartTask was cut short by an agent restart, or its
+// DestroyTask failed) must not block the task forever: the next StartTask for the same task of
+// the allocation stops it and starts afresh.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_host_left_by_an_earlier_attempt_is_replaced() {
+    let mut fixture = Fixture::new();
+    let (first, mut clients) = plugin(&mut fixture).await;
+    let alloc = fixture.allocation("again").await;
+    alloc.static_site("site", "attempt");
+    let port = harness::free_port();
+    let earlier = fixture
+        .start_task(&mut clients, &alloc, STATIC_SITE, &[("http", port)])
+        .await
+        .expect("first attempt");
+    fixture.plugin(first).kill();
+
+    let (second, mut clients) = plugin(&mut fixture).await;
+    let mut events = clients.events().await;
+    let next = fixture
+        .start_task(&mut clients, &alloc, STATIC_SITE, &[("http", port)])
+        .await
+        .expect("the next attempt replaces the orphaned host");
+    assert_ne!(next.id(), earlier.id());
+    assert!(!harness::alive(earlier.host_pid()), "the orphan is gone");
+    harness::expect_event(&mut events, &alloc, "earlier site host").await;
+    let response = http::get(local(port), "localhost", "/").await.unwrap();
+    assert_eq!(response.status, 200);
+    clients.stop_and_destroy(next.id()).await;
+    assert!(fixture.host_processes().is_empty());
+    fixture.assert_clean(second);
+}
+
+// `--runtime-dir` may be relative to the plugin's working folder; hosts (which run in `/`)
+// must still find their folder.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_relative_runtime_dir_works() {
+    let mut fixture = Fixture::new();
+    let options = harness::LaunchOptions {
+        args: vec!["--runtime-dir=relative-rt".into()],
+        ..Default::default()
+    };
+    let (index, mut clients) = fixture.configured_plugin_with(options, DRIVER_CONFIG).await;
+    let site = fixture
+        .start_static_site(&mut clients, "rel", "relative")
+        .await;
+    let runtime = site.task.runtime_dir();
+    assert!(runtime.is_absolute(), "{}", runtime.display());
+    assert!(runtime.starts_with(fixture.temp.path().join("relative-rt")));
+    let response = http::get(site.addr(), "localhost", "/").await.unwrap();
+    assert!(response.text().contains("relative"));
+    clients.stop_and_destroy(site.id()).await;
+    fixture.assert_clean(index);
+}
+
+// The plugin binary replaced on disk while the plugin runs (an upgrade before the agent
+// restarts): new tasks still start, with the binary the plugin runs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tasks_start_after_the_plugin_binary_was_replaced() {
+    let mut fixture = Fixture::new();
+    let copy = fixture.temp.path().join("nomad_iis");
+    if std::fs::hard_link(harness::binary(), &copy).is_err() {
+        std::fs::copy(harness::binary(), &copy).unwrap();
+    }
+    let options = harness::LaunchOptions {
+        program: Some(copy.clone()),
+        ..Default::default()
+    };
+    let (index, mut clients) = fixture.configured_plugin_with(options, DRIVER_CONFIG).await;
+    std::fs::remove_file(&copy).unwrap();
+    let site = fixture
+        .start_static_site(&mut clients, "upgraded", "upgraded")
+        .await;
+    let response = http::get(site.addr(), "localhost", "/").await.unwrap();
+    assert!(response.text().contains("upgraded"));
+    clients.stop_and_destroy(site.id()).await;
+    fixture.assert_clean(index);
 }

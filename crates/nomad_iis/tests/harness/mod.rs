@@ -89,6 +89,8 @@ pub struct Plugin {
     pub stderr: Lines,
     /// Set when the stdout reader saw EOF.
     stdout_closed: Arc<Mutex<bool>>,
+    /// The unread stderr pipe of a plugin launched with `stall_stderr`.
+    _stalled_stderr: Option<std::process::ChildStderr>,
     pub channel: Channel,
 }
 
@@ -118,6 +120,186 @@ impl Clients {
             stdio: GrpcStdioClient::new(channel.clone()),
             health: tonic_health::pb::health_client::HealthClient::new(channel),
         }
+    }
+}
+
+/// The RPCs as a Nomad client makes them, for the common cases.
+impl Clients {
+    /// PluginInfo (panics on error).
+    pub async fn plugin_info(&mut self) -> nomad_plugin::proto::base::PluginInfoResponse {
+        self.base
+            .plugin_info(nomad_plugin::proto::base::PluginInfoRequest {})
+            .await
+            .expect("PluginInfo")
+            .into_inner()
+    }
+
+    /// The agent's plugin `config {}` (HCL) encoded against ConfigSchema.
+    pub async fn driver_config(&mut self, hcl_text: &str) -> Vec<u8> {
+        let spec = self
+            .base
+            .config_schema(nomad_plugin::proto::base::ConfigSchemaRequest {})
+            .await
+            .expect("ConfigSchema")
+            .into_inner()
+            .spec
+            .expect("spec");
+        encode_hcl(&spec, hcl_text, &BTreeMap::new()).expect("driver config encodes")
+    }
+
+    /// The task config schema, fetched the way Nomad does before each task.
+    pub async fn task_schema(&mut self) -> nomad_plugin::proto::hclspec::Spec {
+        self.driver
+            .task_config_schema(pb::TaskConfigSchemaRequest {})
+            .await
+            .expect("TaskConfigSchema")
+            .into_inner()
+            .spec
+            .expect("spec")
+    }
+
+    /// Opens the Fingerprint stream.
+    pub async fn fingerprints(&mut self) -> tonic::Streaming<pb::FingerprintResponse> {
+        self.driver
+            .fingerprint(pb::FingerprintRequest {})
+            .await
+            .expect("Fingerprint")
+            .into_inner()
+    }
+
+    /// Opens the TaskEvents stream.
+    pub async fn events(&mut self) -> tonic::Streaming<pb::DriverTaskEvent> {
+        self.driver
+            .task_events(pb::TaskEventsRequest {})
+            .await
+            .expect("TaskEvents")
+            .into_inner()
+    }
+
+    /// Opens a TaskStats stream.
+    pub async fn stats(
+        &mut self,
+        task_id: &str,
+        interval: Duration,
+    ) -> tonic::Streaming<pb::TaskStatsResponse> {
+        self.driver
+            .task_stats(pb::TaskStatsRequest {
+                task_id: task_id.to_owned(),
+                collection_interval: Some(proto_duration(interval)),
+            })
+            .await
+            .expect("TaskStats")
+            .into_inner()
+    }
+
+    /// WaitTask.
+    pub async fn wait(&mut self, task_id: &str) -> Result<pb::WaitTaskResponse, tonic::Status> {
+        self.driver
+            .wait_task(pb::WaitTaskRequest {
+                task_id: task_id.to_owned(),
+            })
+            .await
+            .map(|r| r.into_inner())
+    }
+
+    /// WaitTask in the background, on a clone of these clients.
+    pub fn wait_in_background(
+        &self,
+        task_id: &str,
+    ) -> tokio::task::JoinHandle<Result<pb::WaitTaskResponse, tonic::Status>> {
+        let mut clients = self.clone();
+        let task_id = task_id.to_owned();
+        tokio::spawn(async move { clients.wait(&task_id).await })
+    }
+
+    /// The exit result WaitTask reports (panics on error or a missing result).
+    pub async fn exit_result(&mut self, task_id: &str) -> pb::ExitResult {
+        self.wait(task_id)
+            .await
+            .expect("WaitTask")
+            .result
+            .expect("WaitTask always sets result")
+    }
+
+    /// StopTask with Nomad's default signal (panics on error: StopTask always succeeds).
+    pub async fn stop(&mut self, task_id: &str, timeout: Duration) {
+        self.driver
+            .stop_task(pb::StopTaskRequest {
+                task_id: task_id.to_owned(),
+                timeout: Some(proto_duration(timeout)),
+                signal: String::new(),
+            })
+            .await
+            .expect("StopTask");
+    }
+
+    /// DestroyTask.
+    pub async fn destroy(&mut self, task_id: &str, force: bool) -> Result<(), tonic::Status> {
+        self.driver
+            .destroy_task(pb::DestroyTaskRequest {
+                task_id: task_id.to_owned(),
+                force,
+            })
+            .await
+            .map(|_| ())
+    }
+
+    /// StopTask, then DestroyTask with force: how Nomad ends a task (panics on error).
+    pub async fn stop_and_destroy(&mut self, task_id: &str) {
+        self.stop(task_id, Duration::from_secs(5)).await;
+        self.destroy(task_id, true).await.expect("DestroyTask");
+    }
+
+    /// SignalTask.
+    pub async fn signal(&mut self, task_id: &str, name: &str) -> Result<(), tonic::Status> {
+        self.driver
+            .signal_task(pb::SignalTaskRequest {
+                task_id: task_id.to_owned(),
+                signal: name.to_owned(),
+            })
+            .await
+            .map(|_| ())
+    }
+
+    /// InspectTask's task status.
+    pub async fn inspect(&mut self, task_id: &str) -> Result<pb::TaskStatus, tonic::Status> {
+        self.driver
+            .inspect_task(pb::InspectTaskRequest {
+                task_id: task_id.to_owned(),
+            })
+            .await
+            .map(|r| r.into_inner().task.expect("InspectTask sets task"))
+    }
+
+    /// `count` StartTask calls with a config that fails to decode. Each fails at once and
+    /// logs one warning, so this is how a test makes the plugin write to stderr.
+    pub async fn failing_starts(&mut self, count: usize) {
+        for i in 0..count {
+            let err = self
+                .driver
+                .start_task(pb::StartTaskRequest {
+                    task: Some(pb::TaskConfig {
+                        id: format!("noise/web/{i:08x}"),
+                        name: "web".into(),
+                        msgpack_driver_config: vec![0xc3],
+                        ..Default::default()
+                    }),
+                })
+                .await
+                .expect_err("a config that is not an object fails");
+            assert_eq!(err.code(), tonic::Code::InvalidArgument, "{err:?}");
+        }
+    }
+
+    /// RecoverTask as Nomad sends it: an empty task id and the persisted handle.
+    pub async fn recover(&mut self, handle: pb::TaskHandle) -> Result<(), tonic::Status> {
+        self.driver
+            .recover_task(pb::RecoverTaskRequest {
+                task_id: String::new(),
+                handle: Some(handle),
+            })
+            .await
+            .map(|_| ())
     }
 }
 
@@ -267,6 +449,10 @@ pub struct LaunchOptions {
     pub without_cookie: bool,
     /// Close the read end of stderr right away, as when the agent died.
     pub close_stderr: bool,
+    /// Keep the read end of stderr open but never read it, so the pipe fills up.
+    pub stall_stderr: bool,
+    /// Run this file instead of the built binary.
+    pub program: Option<PathBuf>,
 }
 
 /// Owns everything a test makes; cleans up on drop.
@@ -296,12 +482,19 @@ impl Fixture {
 
     /// Launches the plugin as Nomad does and waits for its handshake (at most 30 s).
     pub async fn launch(&mut self, options: LaunchOptions) -> usize {
-        let mut command = Command::new(binary());
+        let mut command = Command::new(options.program.clone().unwrap_or_else(binary));
         command.args(&options.args);
         if !options.args.iter().any(|a| a.starts_with("--runtime-dir")) {
             command.arg(format!("--runtime-dir={}", self.runtime_root.display()));
         }
+        // The plugin's socket folder goes under the system temp folder; pointing that at this
+        // fixture's folder means a plugin killed with SIGKILL (as Nomad and these tests do)
+        // leaves no socket folder behind in /tmp.
+        // Nomad starts plugins in the agent's working folder; here it is the fixture's, so
+        // whatever a plugin writes relative to it is cleaned up with the fixture.
         command
+            .current_dir(self.temp.path())
+            .env("TMPDIR", self.temp.path())
             .env("PLUGIN_PROTOCOL_VERSIONS", "2")
             .env("PLUGIN_MIN_PORT", "10000")
             .env("PLUGIN_MAX_PORT", "25000")
@@ -321,8 +514,11 @@ impl Fixture {
         let stdout = child.stdout.take().expect("stdout");
         let stderr = child.stderr.take().expect("stderr");
         let stderr_lines = Lines::default();
+        let mut stalled_stderr = None;
         if options.close_stderr {
             drop(stderr);
+        } else if options.stall_stderr {
+            stalled_stderr = Some(stderr);
         } else {
             let lines = stderr_lines.clone();
             std::thread::spawn(move || {
@@ -395,6 +591,7 @@ impl Fixture {
             stdout_rest: rest,
             stderr: stderr_lines,
             stdout_closed,
+            _stalled_stderr: stalled_stderr,
             channel,
         });
         self.plugins.len() - 1
@@ -405,14 +602,117 @@ impl Fixture {
         &mut self.plugins[index]
     }
 
-    /// Launches a long-lived plugin (P3) and configures it: SetConfig with `nomad_config`.
-    pub async fn configured_plugin(&mut self, driver_config: &[u8]) -> (usize, Clients) {
-        let index = self.launch(LaunchOptions::default()).await;
-        let mut clients = self.plugins[index].clients();
-        set_config(&mut clients, driver_config, true)
+    /// Launches a plugin with `options`; its index and clients.
+    pub async fn launch_with(&mut self, options: LaunchOptions) -> (usize, Clients) {
+        let index = self.launch(options).await;
+        let clients = self.plugins[index].clients();
+        (index, clients)
+    }
+
+    /// Launches a plugin with the default options; its index and clients.
+    pub async fn launch_default(&mut self) -> (usize, Clients) {
+        self.launch_with(LaunchOptions::default()).await
+    }
+
+    /// Launches a long-lived plugin (P3) and configures it as Nomad does: the agent's plugin
+    /// `config {}` (HCL) encoded against ConfigSchema, then SetConfig with `nomad_config`.
+    pub async fn configured_plugin(&mut self, driver_config_hcl: &str) -> (usize, Clients) {
+        self.configured_plugin_with(LaunchOptions::default(), driver_config_hcl)
+            .await
+    }
+
+    /// Like [`Fixture::configured_plugin`], launched with `options`.
+    pub async fn configured_plugin_with(
+        &mut self,
+        options: LaunchOptions,
+        driver_config_hcl: &str,
+    ) -> (usize, Clients) {
+        let (index, mut clients) = self.launch_with(options).await;
+        let config = clients.driver_config(driver_config_hcl).await;
+        set_config(&mut clients, &config, true)
             .await
             .expect("SetConfig");
         (index, clients)
+    }
+
+    /// Asserts that plugin `index` kept stdout silent after the handshake and wrote only lines
+    /// Nomad can take to stderr.
+    pub fn assert_clean(&mut self, index: usize) {
+        let plugin = self.plugin(index);
+        assert!(
+            plugin.stdout_rest.snapshot().is_empty(),
+            "stdout after the handshake: {:?}",
+            plugin.stdout_rest.snapshot()
+        );
+        let bad = plugin.bad_stderr_lines();
+        assert!(bad.is_empty(), "stderr lines Nomad cannot take: {bad:#?}");
+    }
+
+    /// Runtime folders left under the runtime root.
+    pub fn runtime_leftovers(&self) -> Vec<PathBuf> {
+        std::fs::read_dir(&self.runtime_root)
+            .map(|d| d.flatten().map(|e| e.path()).collect())
+            .unwrap_or_default()
+    }
+
+    /// StartTask with `config_hcl` as Nomad does it: TaskConfigSchema and Capabilities first,
+    /// then the task. The host is remembered for clean-up.
+    pub async fn start_task(
+        &self,
+        clients: &mut Clients,
+        alloc: &Allocation,
+        config_hcl: &str,
+        ports: &[(&str, u16)],
+    ) -> Result<Task, tonic::Status> {
+        let spec = clients.task_schema().await;
+        clients
+            .driver
+            .capabilities(pb::CapabilitiesRequest {})
+            .await
+            .expect("Capabilities");
+        let task = alloc.task_config(&spec, config_hcl, ports);
+        self.start_prepared(clients, task).await
+    }
+
+    /// StartTask with a TaskConfig already built; the host is remembered for clean-up.
+    pub async fn start_prepared(
+        &self,
+        clients: &mut Clients,
+        task: pb::TaskConfig,
+    ) -> Result<Task, tonic::Status> {
+        let response = clients
+            .driver
+            .start_task(pb::StartTaskRequest {
+                task: Some(task.clone()),
+            })
+            .await?
+            .into_inner();
+        let handle = response.handle.expect("StartTask returns a handle");
+        if let Some(pid) = driver_state(&handle)["host_pid"].as_u64() {
+            self.track_host(pid as u32);
+        }
+        Ok(Task {
+            config: task,
+            handle,
+        })
+    }
+
+    /// A new allocation `name` whose `local/site` says `body`, started with [`STATIC_SITE`] on
+    /// a free port labelled `http`.
+    pub async fn start_static_site(
+        &self,
+        clients: &mut Clients,
+        name: &str,
+        body: &str,
+    ) -> StaticSite {
+        let alloc = self.allocation(name).await;
+        alloc.static_site("site", body);
+        let port = free_port();
+        let task = self
+            .start_task(clients, &alloc, STATIC_SITE, &[("http", port)])
+            .await
+            .unwrap_or_else(|e| panic!("StartTask {name}: {e:?}"));
+        StaticSite { alloc, task, port }
     }
 
     /// Remembers a host pid from a driver state, for clean-up.
@@ -474,6 +774,121 @@ impl Drop for Fixture {
     }
 }
 
+/// The agent's plugin config the task tests run with.
+pub const DRIVER_CONFIG: &str = r#"
+enabled = true
+fingerprint_interval = "10s"
+"#;
+
+/// A task serving its `local/site` folder on the port labelled `http`.
+pub const STATIC_SITE: &str = r#"
+application { path = "local/site" }
+binding {
+  type = "http"
+  port = "http"
+}
+"#;
+
+/// A started task: the config Nomad sent and the handle it got back.
+#[derive(Debug, Clone)]
+pub struct Task {
+    pub config: pb::TaskConfig,
+    pub handle: pb::TaskHandle,
+}
+
+impl Task {
+    /// Nomad's task id.
+    pub fn id(&self) -> &str {
+        &self.config.id
+    }
+
+    /// The site host's pid, from the driver state.
+    pub fn host_pid(&self) -> u32 {
+        host_pid(&self.handle)
+    }
+
+    /// The host's runtime folder, from the driver state.
+    pub fn runtime_dir(&self) -> PathBuf {
+        runtime_dir(&self.handle)
+    }
+
+    /// The handle as Nomad persists it, which may lack the driver config bytes.
+    pub fn persisted_handle(&self) -> pb::TaskHandle {
+        let mut persisted = self.handle.clone();
+        if let Some(config) = persisted.config.as_mut() {
+            config.msgpack_driver_config.clear();
+        }
+        persisted
+    }
+}
+
+/// A static site task started by [`Fixture::start_static_site`].
+pub struct StaticSite {
+    pub alloc: Allocation,
+    pub task: Task,
+    pub port: u16,
+}
+
+impl StaticSite {
+    /// The site's address.
+    pub fn addr(&self) -> std::net::SocketAddr {
+        local(self.port)
+    }
+
+    /// Nomad's task id.
+    pub fn id(&self) -> &str {
+        self.task.id()
+    }
+}
+
+/// `127.0.0.1:port`.
+pub fn local(port: u16) -> std::net::SocketAddr {
+    std::net::SocketAddr::from(([127, 0, 0, 1], port))
+}
+
+/// The site host's pid in a handle's driver state.
+pub fn host_pid(handle: &pb::TaskHandle) -> u32 {
+    driver_state(handle)["host_pid"]
+        .as_u64()
+        .expect("driver_state.host_pid") as u32
+}
+
+/// The host's runtime folder in a handle's driver state.
+pub fn runtime_dir(handle: &pb::TaskHandle) -> PathBuf {
+    driver_state(handle)["runtime_dir"]
+        .as_str()
+        .expect("driver_state.runtime_dir")
+        .into()
+}
+
+/// Reads events until one about `alloc` contains `needle` (at most 15 s) and checks that it
+/// carries what Nomad routes and shows it by.
+pub async fn expect_event(
+    events: &mut tonic::Streaming<pb::DriverTaskEvent>,
+    alloc: &Allocation,
+    needle: &str,
+) -> pb::DriverTaskEvent {
+    use tokio_stream::StreamExt;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+    loop {
+        let event = tokio::time::timeout_at(deadline, events.next())
+            .await
+            .unwrap_or_else(|_| panic!("no task event containing {needle:?}"))
+            .expect("events stream open")
+            .expect("event");
+        if event.alloc_id == alloc.alloc_id && event.message.contains(needle) {
+            assert_eq!(event.task_name, alloc.task_name);
+            assert!(event.timestamp.is_some());
+            assert!(
+                event
+                    .task_id
+                    .starts_with(&format!("{}/{}/", alloc.alloc_id, alloc.task_name))
+            );
+            return event;
+        }
+    }
+}
+
 /// A process's state letter from `/proc/PID/stat`.
 pub fn process_state(pid: u32) -> Option<char> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
@@ -527,19 +942,6 @@ pub fn encode_hcl(
     let json = serde_json::to_value(&body).map_err(|e| e.to_string())?;
     let value = nomad_plugin::hclspec::decode_json(spec, &json).map_err(|e| e.to_string())?;
     Ok(nomad_plugin::cty::encode(&value))
-}
-
-/// The driver config of the agent (`config { ... }` of the plugin block), via ConfigSchema.
-pub async fn driver_config(clients: &mut Clients, hcl_text: &str) -> Vec<u8> {
-    let spec = clients
-        .base
-        .config_schema(nomad_plugin::proto::base::ConfigSchemaRequest {})
-        .await
-        .expect("ConfigSchema")
-        .into_inner()
-        .spec
-        .expect("spec");
-    encode_hcl(&spec, hcl_text, &BTreeMap::new()).expect("driver config encodes")
 }
 
 /// A random lowercase hex string of `len` characters.
@@ -774,18 +1176,6 @@ impl Allocation {
             parent_job_id: String::new(),
         }
     }
-}
-
-/// The task config schema, fetched the way Nomad does before each task.
-pub async fn task_schema(clients: &mut Clients) -> nomad_plugin::proto::hclspec::Spec {
-    clients
-        .driver
-        .task_config_schema(pb::TaskConfigSchemaRequest {})
-        .await
-        .expect("TaskConfigSchema")
-        .into_inner()
-        .spec
-        .expect("spec")
 }
 
 /// Polls `check` every 50 ms until it holds or `limit` passes; whether it held.
