@@ -53,6 +53,23 @@ async fn run_once(args: &[&str], with_cookie: bool) -> std::process::Output {
     command.output().await.unwrap()
 }
 
+// Under Nomad, stdout is the handshake channel: `--help`/`--version` in the agent's `args`
+// must not print there (by hand they answer on stdout as usual).
+#[tokio::test]
+async fn help_and_version_never_write_stdout_under_nomad() {
+    for flag in ["--help", "--version"] {
+        let output = run_once(&[flag], true).await;
+        assert!(
+            output.stdout.is_empty(),
+            "{flag} wrote to stdout under Nomad"
+        );
+        assert_eq!(output.status.code(), Some(1), "{flag}");
+        let by_hand = run_once(&[flag], false).await;
+        assert_eq!(by_hand.status.code(), Some(0), "{flag} by hand");
+        assert!(String::from_utf8_lossy(&by_hand.stdout).contains("nomad_iis"));
+    }
+}
+
 // Check 2: run by hand (no cookie) or with bad flags.
 #[tokio::test]
 async fn without_the_cookie_it_explains_itself_and_exits_1() {
