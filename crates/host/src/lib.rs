@@ -68,7 +68,15 @@ pub fn run_from_runtime_dir(dir: &Path) -> i32 {
         .enable_all()
         .build()
     {
-        Ok(runtime) => runtime.block_on(run_process(dir)),
+        // Panics inside connection tasks are contained by tokio; one that reaches the top would
+        // end the process without a record, and a restarted plugin would then report SIGKILL.
+        Ok(runtime) => std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            runtime.block_on(run_process(dir))
+        }))
+        .unwrap_or_else(|payload| ExitRecord {
+            code: EXIT_FAILURE,
+            reason: format!("site host panicked: {}", panic_message(payload.as_ref())),
+        }),
         Err(e) => ExitRecord {
             code: EXIT_FAILURE,
             reason: format!("cannot start the async runtime: {e}"),
@@ -78,6 +86,15 @@ pub fn run_from_runtime_dir(dir: &Path) -> i32 {
         tracing::error!(error = %e, "cannot write the exit record");
     }
     record.code
+}
+
+/// The text of a panic payload (`&str` or `String`, as `panic!` makes them).
+fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
+    payload
+        .downcast_ref::<&str>()
+        .map(|s| (*s).to_owned())
+        .or_else(|| payload.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "unknown panic".to_owned())
 }
 
 /// Reads and decodes `DIR/spec.json`.
