@@ -30,7 +30,7 @@ use tokio_util::task::TaskTracker;
 
 use control::{BindingKind, UnavailableResponse};
 
-use crate::access_log::{Entry, LoggedBody};
+use crate::access_log::{Entry, ResponseBody};
 use crate::error::{StartupError, describe_io};
 use crate::host::HostState;
 use crate::plan::ListenerPlan;
@@ -232,28 +232,30 @@ async fn handle(
     state: Arc<HostState>,
     info: Arc<ConnectionInfo>,
     request: Request<Incoming>,
-) -> Result<Response<Body>, Dropped> {
+) -> Result<Response<ResponseBody>, Dropped> {
     let started = Instant::now();
     let (parts, _body) = request.into_parts();
-    let host = parts.uri.host().map(str::to_string).or_else(|| {
+    let host = parts.uri.host().or_else(|| {
         parts
             .headers
             .get(header::HOST)
             .and_then(|h| h.to_str().ok())
-            .map(str::to_string)
     });
-    let mut entry = Entry::new(started, info.peer, &parts, host.as_deref());
-    let target = match state
-        .router
-        .route(info.listener, host.as_deref(), parts.uri.path())
-    {
+    // With the access log off (stdout is /dev/null) no line is prepared at all.
+    let mut entry = state
+        .access_log
+        .is_enabled()
+        .then(|| Entry::new(started, info.peer, &parts, host));
+    let target = match state.router.route(info.listener, host, parts.uri.path()) {
         Ok(target) => target,
         Err(Miss::UnknownHost | Miss::NoApplication) => {
             return Ok(finish(&state, plain(StatusCode::NOT_FOUND), entry, None));
         }
     };
     let pool = state.pool_of(target.application);
-    entry.set_pool(pool.name());
+    if let Some(entry) = &mut entry {
+        entry.set_pool(pool.name());
+    }
     let in_flight = match pool.admit() {
         Admission::Admitted(guard) => guard,
         Admission::Refused(UnavailableResponse::HttpLevel) => {
@@ -265,7 +267,11 @@ async fn handle(
             ));
         }
         Admission::Refused(UnavailableResponse::TcpLevel) => {
-            state.access_log.write_line(entry.line(None, 0));
+            if let Some(entry) = &entry {
+                state
+                    .access_log
+                    .write_with(|out| entry.write_line(out, None, 0));
+            }
             return Err(Dropped(pool.name().to_string()));
         }
     };
@@ -294,13 +300,13 @@ async fn handle(
 fn finish(
     state: &HostState,
     response: Response<Body>,
-    entry: Entry,
+    entry: Option<Entry>,
     in_flight: Option<crate::pool::InFlight>,
-) -> Response<Body> {
+) -> Response<ResponseBody> {
     let status = response.status().as_u16();
     let (parts, body) = response.into_parts();
-    let logged = LoggedBody::new(body, status, entry, state.access_log.clone(), in_flight);
-    Response::from_parts(parts, logged.boxed_unsync())
+    let body = ResponseBody::new(body, status, entry, &state.access_log, in_flight);
+    Response::from_parts(parts, body)
 }
 
 /// A short plain-text response for statuses the host answers itself.
