@@ -1,6 +1,11 @@
 //! Listeners and connections: binding, the accept loops, TLS handshakes, HTTP/1.1 and HTTP/2
-//! (h2c with prior knowledge on plain listeners, ALPN over TLS) via hyper-util's auto builder,
-//! the request handler, and the graceful drain at shutdown.
+//! (h2c with prior knowledge on plain listeners, ALPN over TLS), the request handler, and the
+//! graceful drain at shutdown.
+//!
+//! A plain connection whose first bytes cannot start the HTTP/2 preface (every HTTP/1 client)
+//! is served by hyper's HTTP/1 connection directly on the socket; TLS connections and those
+//! that may be h2c go through hyper-util's auto builder, which wraps the socket to replay the
+//! bytes it read to decide.
 //!
 //! Every accepted socket gets `TCP_NODELAY` (without it small responses wait for delayed ACKs
 //! and a keep-alive connection manages a few dozen requests a second).
@@ -12,6 +17,7 @@
 
 use std::io;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -19,10 +25,10 @@ use bytes::Bytes;
 use http::{Request, Response, StatusCode, header};
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
+use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
-use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpSocket};
 use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
@@ -102,24 +108,33 @@ pub(crate) struct Connections {
     pub graceful: CancellationToken,
     /// Cancelled when the grace period is over: connections are dropped.
     pub abort: CancellationToken,
-    /// HTTP protocol settings, shared by all connections.
-    builder: Arc<auto::Builder<TokioExecutor>>,
+    /// HTTP/1.1 and HTTP/2 (detected, or chosen by ALPN), for TLS and for plain connections
+    /// whose first bytes could be the HTTP/2 preface.
+    auto: Arc<auto::Builder<TokioExecutor>>,
+    /// HTTP/1.1 only, for plain connections whose first bytes cannot be the HTTP/2 preface:
+    /// hyper's HTTP/1 connection straight on the socket, without the auto builder's replay
+    /// wrapper around every read and write.
+    http1: Arc<http1::Builder>,
 }
 
 impl Connections {
     pub fn new() -> Self {
-        let mut builder = auto::Builder::new(TokioExecutor::new());
-        builder
-            .http1()
+        let mut auto = auto::Builder::new(TokioExecutor::new());
+        auto.http1()
             .timer(TokioTimer::new())
             .header_read_timeout(HEADER_READ_LIMIT);
-        builder.http2().timer(TokioTimer::new());
+        auto.http2().timer(TokioTimer::new());
+        let mut http1 = http1::Builder::new();
+        http1
+            .timer(TokioTimer::new())
+            .header_read_timeout(HEADER_READ_LIMIT);
         Self {
             tracker: TaskTracker::new(),
             stop_accepting: CancellationToken::new(),
             graceful: CancellationToken::new(),
             abort: CancellationToken::new(),
-            builder: Arc::new(builder),
+            auto: Arc::new(auto),
+            http1: Arc::new(http1),
         }
     }
 }
@@ -146,13 +161,14 @@ pub(crate) async fn accept_loop(
                 if let Err(e) = stream.set_nodelay(true) {
                     tracing::debug!(%peer, error = %e, "cannot set TCP_NODELAY");
                 }
-                let info = Arc::new(ConnectionInfo {
+                let context = Arc::new(ConnectionContext {
+                    state: state.clone(),
                     listener: index,
                     peer,
                 });
-                let (state, connections2, tls) = (state.clone(), connections.clone(), tls.clone());
+                let (connections2, tls) = (connections.clone(), tls.clone());
                 connections.tracker.spawn(async move {
-                    serve_connection(state, connections2, info, stream, tls).await;
+                    serve_connection(context, connections2, stream, tls).await;
                 });
             }
             Err(e) => {
@@ -167,57 +183,110 @@ pub(crate) async fn accept_loop(
     }
 }
 
-/// What a request handler knows about its connection.
+/// What a request handler knows about its connection. One per connection, so the reference
+/// count a request takes is not shared with requests on other cores.
 #[derive(Debug)]
-struct ConnectionInfo {
+struct ConnectionContext {
+    state: Arc<HostState>,
     listener: usize,
     peer: SocketAddr,
 }
 
+/// The HTTP/2 connection preface a client sends first (RFC 9113, section 3.4).
+const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+
+/// How a plain connection's first bytes say it must be served.
+enum FirstBytes {
+    /// Not the start of the HTTP/2 preface: HTTP/1.
+    Http1,
+    /// The preface or part of it: let the auto builder decide.
+    Undecided,
+    /// Closed, silent for the header read limit, or a shutdown came first.
+    Nothing,
+}
+
+/// Peeks at the first bytes of a plain connection without consuming them.
+async fn first_bytes(stream: &tokio::net::TcpStream, connections: &Connections) -> FirstBytes {
+    let mut start = [0u8; H2_PREFACE.len()];
+    let peeked = tokio::select! {
+        _ = connections.graceful.cancelled() => return FirstBytes::Nothing,
+        peeked = tokio::time::timeout(HEADER_READ_LIMIT, stream.peek(&mut start)) => peeked,
+    };
+    match peeked {
+        Ok(Ok(0)) | Ok(Err(_)) | Err(_) => FirstBytes::Nothing,
+        Ok(Ok(n)) if start[..n] != H2_PREFACE[..n] => FirstBytes::Http1,
+        Ok(Ok(_)) => FirstBytes::Undecided,
+    }
+}
+
 async fn serve_connection(
-    state: Arc<HostState>,
+    context: Arc<ConnectionContext>,
     connections: Connections,
-    info: Arc<ConnectionInfo>,
     stream: tokio::net::TcpStream,
     tls: Option<TlsAcceptor>,
 ) {
+    let peer = context.peer;
+    let service = service_fn(move |request| handle(context.clone(), request));
     match tls {
-        None => drive(state, connections, info, stream).await,
+        None => match first_bytes(&stream, &connections).await {
+            FirstBytes::Http1 => {
+                let connection = connections
+                    .http1
+                    .serve_connection(TokioIo::new(stream), service);
+                drive(&connections, connection, |c| c.graceful_shutdown()).await
+            }
+            FirstBytes::Undecided => {
+                let connection = connections
+                    .auto
+                    .serve_connection(TokioIo::new(stream), service);
+                drive(&connections, connection, |c| c.graceful_shutdown()).await
+            }
+            FirstBytes::Nothing => {}
+        },
         Some(acceptor) => {
             let handshake = tokio::select! {
                 _ = connections.graceful.cancelled() => return,
                 done = tokio::time::timeout(TLS_HANDSHAKE_LIMIT, acceptor.accept(stream)) => done,
             };
             match handshake {
-                Ok(Ok(stream)) => drive(state, connections, info, stream).await,
-                Ok(Err(e)) => {
-                    tracing::debug!(peer = %info.peer, error = %e, "tls handshake failed")
+                Ok(Ok(stream)) => {
+                    let connection = connections
+                        .auto
+                        .serve_connection(TokioIo::new(stream), service);
+                    drive(&connections, connection, |c| c.graceful_shutdown()).await
                 }
-                Err(_) => tracing::debug!(peer = %info.peer, "tls handshake timed out"),
+                Ok(Err(e)) => {
+                    tracing::debug!(%peer, error = %e, "tls handshake failed")
+                }
+                Err(_) => tracing::debug!(%peer, "tls handshake timed out"),
             }
         }
     }
 }
 
-/// Serves HTTP on one connection until it closes, draining on `graceful`, dropping on `abort`.
-async fn drive<I>(state: Arc<HostState>, connections: Connections, info: Arc<ConnectionInfo>, io: I)
-where
-    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
-{
-    let service = service_fn(move |request| handle(state.clone(), info.clone(), request));
-    let connection = connections
-        .builder
-        .serve_connection(TokioIo::new(io), service);
+/// Serves one connection until it closes: on `graceful` it is asked to finish its in-flight
+/// requests and close; on `abort` it is dropped.
+async fn drive<C: Future>(
+    connections: &Connections,
+    connection: C,
+    graceful_shutdown: impl FnOnce(Pin<&mut C>),
+) {
     tokio::pin!(connection);
-    let mut draining = false;
+    // Made once, not on every wake-up of the connection.
+    let graceful = connections.graceful.cancelled();
+    let abort = connections.abort.cancelled();
+    tokio::pin!(graceful, abort);
+    let mut graceful_shutdown = Some(graceful_shutdown);
     loop {
         tokio::select! {
+            biased;
             _ = connection.as_mut() => break,
-            _ = connections.graceful.cancelled(), if !draining => {
-                connection.as_mut().graceful_shutdown();
-                draining = true;
+            _ = &mut graceful, if graceful_shutdown.is_some() => {
+                if let Some(shutdown) = graceful_shutdown.take() {
+                    shutdown(connection.as_mut());
+                }
             }
-            _ = connections.abort.cancelled() => break,
+            _ = &mut abort => break,
         }
     }
 }
@@ -229,11 +298,11 @@ where
 struct Dropped(String);
 
 async fn handle(
-    state: Arc<HostState>,
-    info: Arc<ConnectionInfo>,
+    context: Arc<ConnectionContext>,
     request: Request<Incoming>,
 ) -> Result<Response<ResponseBody>, Dropped> {
     let started = Instant::now();
+    let state = &context.state;
     let (parts, _body) = request.into_parts();
     let host = parts.uri.host().or_else(|| {
         parts
@@ -245,11 +314,11 @@ async fn handle(
     let mut entry = state
         .access_log
         .is_enabled()
-        .then(|| Entry::new(started, info.peer, &parts, host));
-    let target = match state.router.route(info.listener, host, parts.uri.path()) {
+        .then(|| Entry::new(started, context.peer, &parts, host));
+    let target = match state.router.route(context.listener, host, parts.uri.path()) {
         Ok(target) => target,
         Err(Miss::UnknownHost | Miss::NoApplication) => {
-            return Ok(finish(&state, plain(StatusCode::NOT_FOUND), entry, None));
+            return Ok(finish(state, plain(StatusCode::NOT_FOUND), entry, None));
         }
     };
     let pool = state.pool_of(target.application);
@@ -260,7 +329,7 @@ async fn handle(
         Admission::Admitted(guard) => guard,
         Admission::Refused(UnavailableResponse::HttpLevel) => {
             return Ok(finish(
-                &state,
+                state,
                 plain(StatusCode::SERVICE_UNAVAILABLE),
                 entry,
                 None,
@@ -287,14 +356,14 @@ async fn handle(
         if let Ok(value) = http::HeaderValue::from_str(&location) {
             response.headers_mut().insert(http::header::LOCATION, value);
         }
-        return Ok(finish(&state, response, entry, Some(in_flight)));
+        return Ok(finish(state, response, entry, Some(in_flight)));
     }
     let key = (target.application, target.virtual_directory);
     let response = pool
         .serve(key, &parts.method, target.remainder, &parts.headers)
         .await
         .unwrap_or_else(|| plain(StatusCode::INTERNAL_SERVER_ERROR));
-    Ok(finish(&state, response, entry, Some(in_flight)))
+    Ok(finish(state, response, entry, Some(in_flight)))
 }
 
 fn finish(
