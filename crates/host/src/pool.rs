@@ -19,7 +19,6 @@
 //! rapid-fail protection) become a second variant, and the state machine above drives them
 //! through the same `start`/`stop`/`recycle` entry points.
 
-use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
@@ -32,6 +31,9 @@ pub(crate) use static_site::Body;
 
 /// Where one served folder sits in the spec: application index, virtual directory index.
 pub(crate) type SiteKey = (usize, Option<usize>);
+
+/// The file sites of a static pool with their keys.
+type Sites = Vec<(SiteKey, static_site::StaticSite)>;
 
 /// One pool of this host.
 #[derive(Debug)]
@@ -71,8 +73,9 @@ pub(crate) enum PoolBackend {
 pub(crate) struct StaticBackend {
     /// Folder of every site, to build fresh sites on recycle.
     roots: Vec<(SiteKey, PathBuf, String)>,
-    /// The sites serving now; replaced whole on recycle.
-    sites: RwLock<Arc<HashMap<SiteKey, static_site::StaticSite>>>,
+    /// The sites serving now; replaced whole on recycle. A short list searched in order: a pool
+    /// serves a few folders, and comparing two small keys beats hashing them.
+    sites: RwLock<Arc<Sites>>,
 }
 
 /// Whether a request may go to the pool.
@@ -105,7 +108,7 @@ impl Drop for InFlight {
 /// New sites built for a recycle, not yet swapped in.
 pub(crate) struct PreparedRecycle {
     pool: Arc<Pool>,
-    sites: HashMap<SiteKey, static_site::StaticSite>,
+    sites: Sites,
 }
 
 /// A folder a static site cannot serve; names the field.
@@ -128,14 +131,12 @@ impl StaticBackend {
         })
     }
 
-    fn current(&self) -> Option<Arc<HashMap<SiteKey, static_site::StaticSite>>> {
+    fn current(&self) -> Option<Arc<Sites>> {
         self.sites.read().ok().map(|s| s.clone())
     }
 }
 
-fn build_sites(
-    roots: &[(SiteKey, PathBuf, String)],
-) -> Result<HashMap<SiteKey, static_site::StaticSite>, SiteError> {
+fn build_sites(roots: &[(SiteKey, PathBuf, String)]) -> Result<Sites, SiteError> {
     roots
         .iter()
         .map(|(key, root, field)| {
@@ -293,7 +294,7 @@ impl Pool {
         match &self.backend {
             PoolBackend::Static(backend) => {
                 let sites = backend.current()?;
-                let site = sites.get(&key)?;
+                let (_, site) = sites.iter().find(|(site_key, _)| *site_key == key)?;
                 Some(site.serve(method, remainder, headers).await)
             }
         }
@@ -311,7 +312,7 @@ impl PreparedRecycle {
                     Ok(mut sites) => std::mem::replace(&mut *sites, fresh),
                     Err(poisoned) => std::mem::replace(&mut *poisoned.into_inner(), fresh),
                 };
-                for site in old.values() {
+                for (_, site) in old.iter() {
                     site.flush_cache();
                 }
             }

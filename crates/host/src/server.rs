@@ -301,7 +301,6 @@ async fn handle(
     context: Arc<ConnectionContext>,
     request: Request<Incoming>,
 ) -> Result<Response<ResponseBody>, Dropped> {
-    let started = Instant::now();
     let state = &context.state;
     let (parts, _body) = request.into_parts();
     let host = parts.uri.host().or_else(|| {
@@ -314,7 +313,7 @@ async fn handle(
     let mut entry = state
         .access_log
         .is_enabled()
-        .then(|| Entry::new(started, context.peer, &parts, host));
+        .then(|| Entry::new(Instant::now(), context.peer, &parts, host));
     let target = match state.router.route(context.listener, host, parts.uri.path()) {
         Ok(target) => target,
         Err(Miss::UnknownHost | Miss::NoApplication) => {
