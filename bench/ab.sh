@@ -5,6 +5,8 @@
 #
 #   bench/ab.sh [-d S] [-r N] [-c CONNS] [--log off|on] NAME=BINARY NAME=BINARY...
 #
+# A NAME=nginx contender is nginx configured as in run.sh (access log to a file with --log on).
+#
 # e.g. cp target/release/nomad_iis /tmp/before; (change, build); bench/ab.sh before=/tmp/before after=target/release/nomad_iis
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -49,15 +51,46 @@ mkdir -p "$work/site" "$work/runtime"
 head -c 768 /dev/urandom | base64 -w 0 | head -c 1024 > "$work/site/file.txt"
 printf 'application {\n  path = "site"\n}\nbinding {\n  type = "http"\n  port = "http"\n}\n' > "$work/site.hcl"
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-cpu_ticks() { sed 's/.*) //' "/proc/$1/stat" | awk '{print $12 + $13}'; }
+cpu_ticks() { # utime + stime of the given pids
+  local total=0 p
+  for p in "$@"; do total=$(( total + $(sed 's/.*) //' "/proc/$p/stat" | awk '{print $12 + $13}') )); done
+  echo "$total"
+}
 
 names=()
 declare -A url host
 for build in "${builds[@]}"; do
   name=${build%%=*}
-  binary=$(realpath "${build#*=}")
   names+=("$name")
   port=$(free_port)
+  url[$name]=http://127.0.0.1:$port/file.txt
+  if [ "${build#*=}" = nginx ]; then
+    mkdir -p "$work/$name"
+    log="access_log off;"
+    [ "$logmode" = on ] && log="access_log $work/$name/access.log combined;"
+    cat > "$work/$name/nginx.conf" <<CONF
+worker_processes $(taskset -c "$server_cpus" nproc);
+pid $work/$name/nginx.pid;
+events { worker_connections 4096; }
+http {
+  types { text/plain txt; }
+  sendfile on; tcp_nopush on; tcp_nodelay on; keepalive_requests 100000000;
+  open_file_cache max=1000 inactive=60s; open_file_cache_valid 60s;
+  charset utf-8; charset_types text/plain;
+  client_body_temp_path $work/$name/body;
+  $log
+  server { listen 127.0.0.1:$port; root $work/site; }
+}
+CONF
+    setsid taskset -c "$server_cpus" nginx -e "$work/$name/error.log" -p "$work/$name" -c "$work/$name/nginx.conf" -g 'daemon off;' &
+    master=$!
+    groups+=("$master")
+    for _ in $(seq 1 200); do curl -fsS -o /dev/null "${url[$name]}" 2>/dev/null && break; sleep 0.05; done
+    host[$name]=$(pgrep -P "$master")
+    taskset -c "$client_cpus" wrk -t1 -c32 -d2s "${url[$name]}" > /dev/null
+    continue
+  fi
+  binary=$(realpath "${build#*=}")
   stdout=/dev/null
   if [ "$logmode" = on ]; then
     stdout=$work/$name.fifo
@@ -69,7 +102,6 @@ for build in "${builds[@]}"; do
     --runtime-dir "$work/runtime" > /dev/null 2> "$work/$name.err" &
   run=$!
   groups+=("$run")
-  url[$name]=http://127.0.0.1:$port/file.txt
   for _ in $(seq 1 200); do curl -fsS -o /dev/null "${url[$name]}" 2>/dev/null && break; sleep 0.05; done
   host[$name]=$(pgrep -P "$run")
   taskset -c "$client_cpus" wrk -t1 -c32 -d2s "${url[$name]}" > /dev/null
@@ -79,9 +111,11 @@ for round in $(seq 1 "$rounds"); do
   # Rotate the order every round.
   order=("${names[@]:$(( round % ${#names[@]} ))}" "${names[@]:0:$(( round % ${#names[@]} ))}")
   for name in "${order[@]}"; do
-    before=$(cpu_ticks "${host[$name]}")
+    # shellcheck disable=SC2086
+    before=$(cpu_ticks ${host[$name]})
     out=$(taskset -c "$client_cpus" wrk -t1 -c"$conns" -d"${duration}s" --latency "${url[$name]}")
-    after=$(cpu_ticks "${host[$name]}")
+    # shellcheck disable=SC2086
+    after=$(cpu_ticks ${host[$name]})
     rps=$(awk '/^Requests\/sec/ {print $2}' <<<"$out")
     p99=$(awk '$1=="99%" {print $2}' <<<"$out")
     requests=$(awk '/requests in/ {print $1}' <<<"$out")

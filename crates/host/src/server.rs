@@ -396,3 +396,110 @@ fn plain(status: StatusCode) -> Response<Body> {
     );
     response
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::host::Host;
+    use control::{ApplicationSpec, BindingSpec, HostSpec, PoolSpec};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    fn spec(dir: &std::path::Path) -> HostSpec {
+        std::fs::create_dir_all(dir.join("app")).unwrap();
+        std::fs::write(dir.join("app/index.html"), "hello").unwrap();
+        HostSpec {
+            alloc_id: "a".into(),
+            task_name: "t".into(),
+            site_name: "nomad-a-t".into(),
+            runtime_dir: dir.to_path_buf(),
+            task_dir: dir.to_path_buf(),
+            stdout_path: "/dev/null".into(),
+            stderr_path: dir.join("stderr.log"),
+            env: Default::default(),
+            bindings: vec![BindingSpec {
+                kind: BindingKind::Http,
+                ip_address: [127, 0, 0, 1].into(),
+                port: 0,
+                hostname: None,
+                require_sni: false,
+                certificate: None,
+            }],
+            pools: vec![PoolSpec {
+                name: "default".into(),
+                full_name: "nomad-a-t".into(),
+                start_mode: control::StartMode::OnDemand,
+                idle_timeout: Duration::ZERO,
+                periodic_restart: Duration::ZERO,
+                start_time_limit: Duration::from_secs(90),
+                shutdown_time_limit: Duration::from_secs(90),
+                disable_overlapped_recycle: false,
+                service_unavailable_response: UnavailableResponse::HttpLevel,
+                queue_length: 1000,
+            }],
+            applications: vec![ApplicationSpec {
+                alias: "/".into(),
+                path: dir.join("app"),
+                pool: "default".into(),
+                virtual_directories: vec![],
+            }],
+            placeholder_app_path: None,
+        }
+    }
+
+    /// Sends raw bytes and returns the status line of the answer.
+    async fn status_line(addr: SocketAddr, request: &[u8]) -> String {
+        let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+        stream.write_all(request).await.unwrap();
+        let mut answer = Vec::new();
+        let mut chunk = [0u8; 1024];
+        while !answer.windows(2).any(|w| w == b"\r\n") {
+            let n = stream.read(&mut chunk).await.unwrap();
+            assert_ne!(n, 0, "closed without an answer");
+            answer.extend_from_slice(&chunk[..n]);
+        }
+        let text = String::from_utf8_lossy(&answer);
+        text.lines().next().unwrap_or_default().to_string()
+    }
+
+    #[tokio::test]
+    async fn requests_whose_first_byte_could_start_the_h2_preface_are_still_http1() {
+        let dir = tempfile::tempdir().unwrap();
+        let host = Host::start(spec(dir.path())).await.unwrap();
+        let addr: SocketAddr = host.handle().status().listening[0].parse().unwrap();
+
+        // `G` cannot start the preface: hyper's HTTP/1 connection directly.
+        let get = status_line(addr, b"GET /index.html HTTP/1.1\r\nHost: x\r\n\r\n").await;
+        assert_eq!(get, "HTTP/1.1 200 OK");
+        // `P` can: the auto builder reads on and finds HTTP/1.
+        let post = b"POST /index.html HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n";
+        assert_eq!(
+            status_line(addr, post).await,
+            "HTTP/1.1 405 Method Not Allowed"
+        );
+
+        host.handle().request_shutdown(Duration::ZERO, "test over");
+        assert_eq!(host.wait().await.code, 0);
+    }
+
+    #[tokio::test]
+    async fn a_connection_that_never_sends_does_not_hold_up_the_drain() {
+        let dir = tempfile::tempdir().unwrap();
+        let host = Host::start(spec(dir.path())).await.unwrap();
+        let addr: SocketAddr = host.handle().status().listening[0].parse().unwrap();
+        let silent = tokio::net::TcpStream::connect(addr).await.unwrap();
+        // Served once, so the host has surely accepted the silent connection before.
+        let get = status_line(addr, b"GET /index.html HTTP/1.1\r\nHost: x\r\n\r\n").await;
+        assert_eq!(get, "HTTP/1.1 200 OK");
+
+        host.handle()
+            .request_shutdown(Duration::from_secs(600), "test over");
+        // Well below the header read limit, which would otherwise end the wait.
+        let record = tokio::time::timeout(HEADER_READ_LIMIT / 2, host.wait())
+            .await
+            .expect("a silent connection held the drain");
+        assert_eq!(record.code, 0);
+        let notices = std::fs::read_to_string(dir.path().join("stderr.log")).unwrap();
+        assert!(!notices.contains("grace of"), "{notices}");
+        drop(silent);
+    }
+}
