@@ -3,9 +3,10 @@
 //! file) in batches. A target of `/dev/null` means no log at all: no thread, and
 //! [`LogSink::is_enabled`] tells callers not to format lines in the first place.
 //!
-//! - Appending takes a short lock and wakes the writer only when it is idle. A busy writer
-//!   takes whatever accumulated every [`BATCH_INTERVAL`], so under load it makes a few hundred
-//!   writes a second instead of one write and two context switches per line.
+//! - Appending takes a short lock and wakes the writer only when it is idle; woken, the writer
+//!   waits [`BATCH_INTERVAL`] before it takes the lines, and while lines keep coming it takes
+//!   whatever accumulated every interval. Under load it makes a few hundred writes a second
+//!   instead of one write and two context switches per line.
 //! - A full queue drops the line and counts it.
 //! - A FIFO is opened with `O_NONBLOCK`: without a reader the open fails (`ENXIO`) and lines
 //!   are dropped and counted until a retry (at most once a second) finds a reader again.
@@ -189,7 +190,16 @@ fn write_lines(mut target: Target, shared: &Shared) {
                     .wait_timeout(queue, wait)
                     .unwrap_or_else(PoisonError::into_inner)
                     .0;
+                let woken = !queue.writer_idle;
                 queue.writer_idle = false;
+                if woken && !queue.closed {
+                    // The first line after a quiet spell: let more arrive before writing, or
+                    // every line of a trickle would wake the writer again (and, on a busy
+                    // core, switch to it and back).
+                    drop(queue);
+                    std::thread::sleep(BATCH_INTERVAL);
+                    queue = shared.lock();
+                }
             }
             std::mem::swap(&mut queue.text, &mut batch);
             queue.closed
