@@ -13,6 +13,10 @@
 #     --client-cpus LIST     CPUs wrk and the FIFO reader run on (default 1)
 #     --no-pin               do not pin anything (servers and wrk share all CPUs)
 #     --startup-rounds N     start-up time samples (default 20; 0 skips)
+#     --startup-command CMD  measure start-up with this command instead of `nomad_iis run` (see
+#                            bench/startup.py: `{port}` and `{site}` are replaced; a line
+#                            `start_task_ns=N` on its stdout marks time 0, e.g. when a client
+#                            playing Nomad sends StartTask to the plugin)
 #     --no-build             use target/release/nomad_iis as it is
 #     --out DIR              where results go (default bench/results)
 #
@@ -39,6 +43,7 @@ server_cpus=0
 client_cpus=1
 pin=1
 startup_rounds=20
+startup_command=
 build=1
 out_dir=$repo/bench/results
 while [ $# -gt 0 ]; do
@@ -51,6 +56,7 @@ while [ $# -gt 0 ]; do
     --client-cpus) client_cpus=$2; shift 2 ;;
     --no-pin) pin=0; shift ;;
     --startup-rounds) startup_rounds=$2; shift 2 ;;
+    --startup-command) startup_command=$2; shift 2 ;;
     --no-build) build=0; shift ;;
     --out) out_dir=$2; shift 2 ;;
     -h | --help) sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
@@ -175,8 +181,17 @@ start_ours() { # logmode
     stdout=$work/stdout.fifo
     rm -f "$stdout"
     mkfifo "$stdout"
-    spawn "${on_client[@]}" sh -c 'exec wc -l < "$1" > "$2"' reader "$stdout" "$work/fifo.lines"
+    # It runs beside wrk, ahead of it (as logmon would be a system service), so that a busy
+    # load generator does not starve it into making the host drop lines.
+    local nice=()
+    nice -n -10 true 2>/dev/null && nice=(nice -n -10)
+    rm -f "$work/fifo.ready"
+    spawn "${on_client[@]}" "${nice[@]}" python3 "$repo/bench/fifo_reader.py" "$stdout" "$work/fifo.ready" "$work/fifo.lines"
     reader_pid=$started
+    # The reader must have the FIFO open before the host starts, as logmon has in Nomad: a
+    # host that finds no reader drops lines until it retries a second later.
+    for _ in $(seq 1 200); do [ -e "$work/fifo.ready" ] && break; sleep 0.01; done
+    [ -e "$work/fifo.ready" ] || { echo "the FIFO reader did not start" >&2; return 1; }
   fi
   spawn "${on_server[@]}" "$bin" run "$work/site.hcl" --port "http=$port" --stdout "$stdout" \
     --runtime-dir "$work/runtime" > "$work/ours.out" 2> "$work/ours.err"
@@ -185,10 +200,6 @@ start_ours() { # logmode
   wait_http "$ours_url" "$ours_run"
   ours_pids=$(pgrep -P "$ours_run" | tr '\n' ' ')
   [ -n "$ours_pids" ] || { echo "no site host below nomad_iis run $ours_run" >&2; return 1; }
-  local workers
-  # shellcheck disable=SC2086
-  workers=$(cat /proc/${ours_pids% }/task/*/comm | grep -c '^tokio-r' || true)
-  [ "$workers" = "$server_threads" ] || echo "warning: the host runs $workers tokio workers, nginx gets $server_threads" >&2
 }
 stop_ours() {
   stop_group "$ours_run" INT
@@ -288,11 +299,12 @@ warm_up() { # url
   "${on_client[@]}" wrk -t1 -c32 -d2s "$1" > /dev/null
 }
 
+load_before=$(cut -d' ' -f1-3 /proc/loadavg)
 mkdir -p "$out_dir"
 raw=$out_dir/raw.txt
 {
   echo "# $command_line"
-  echo "# server log conns round requests req_per_s p99_ms server_cpu_s wrk_cpu_s errors"
+  echo "# server log conns round requests req_per_s p99_ms server_cpu_s wrk_cpu_s errors dropped_log_lines_so_far"
 } > "$raw"
 
 for logmode in $logs_list; do
@@ -318,9 +330,11 @@ for logmode in $logs_list; do
         if [ "$server" = ours ]; then
           # shellcheck disable=SC2086
           figures=$(run_wrk "$ours_url" "$conns" $ours_pids)
+          # The host's dropped access-log lines so far (0 when the log is off).
+          figures="$figures $(host_dropped_lines "$work/runtime/nomad_iis-run-$ours_run")"
         else
           # shellcheck disable=SC2086
-          figures=$(run_wrk "$nginx_url" "$conns" $nginx_pids)
+          figures="$(run_wrk "$nginx_url" "$conns" $nginx_pids) 0"
         fi
         echo "$server $logmode $conns $round $figures" | tee -a "$raw" >&2
       done
@@ -342,10 +356,18 @@ for logmode in $logs_list; do
   stop_nginx
 done
 
+load_after=$(cut -d' ' -f1-3 /proc/loadavg)
+
 startup_report=
 if [ "$startup_rounds" -gt 0 ]; then
-  startup_report=$("${on_server[@]}" python3 "$repo/bench/startup.py" --rounds "$startup_rounds" \
-    --binary "$bin" --work "$work/startup" standalone)
+  if [ -n "$startup_command" ]; then
+    # shellcheck disable=SC2086
+    startup_report=$("${on_server[@]}" python3 "$repo/bench/startup.py" --rounds "$startup_rounds" \
+      --work "$work/startup" command -- $startup_command)
+  else
+    startup_report=$("${on_server[@]}" python3 "$repo/bench/startup.py" --rounds "$startup_rounds" \
+      --binary "$bin" --work "$work/startup" standalone)
+  fi
 fi
 
 # --- report ---
@@ -356,7 +378,15 @@ field() { # server log conns column → median
 per_cpu() { # server log conns → median of requests per server CPU-second
   awk -v s="$1" -v l="$2" -v c="$3" '$1==s && $2==l && $3==c && $8>0 {print $5/$8}' "$raw" | median
 }
-ratio() { awk -v a="$1" -v b="$2" 'BEGIN {if (b > 0) printf "%.2f×", a/b; else print "-"}'; }
+paired() { # log conns column|percpu → median over rounds of ours ÷ nginx within the round
+  awk -v l="$1" -v c="$2" -v f="$3" '
+    $2==l && $3==c {
+      v = (f == "percpu") ? (($8 > 0) ? $5/$8 : 0) : $f
+      if ($1 == "ours") o[$4] = v; else n[$4] = v
+    }
+    END { for (r in o) if (r in n && n[r] > 0) print o[r]/n[r] }' "$raw" | median
+}
+times() { awk -v r="$1" 'BEGIN {printf "%.2f×", r}'; }
 
 report=$out_dir/latest.md
 {
@@ -364,13 +394,13 @@ report=$out_dir/latest.md
   echo
   echo "Machine: $(nproc) CPUs ($(grep -m1 'model name' /proc/cpuinfo | sed 's/.*: //')), kernel $(uname -r), $(date -u '+%Y-%m-%d %H:%M UTC')."
   if [ "$pin" = 1 ]; then
-    echo "Servers on CPU $server_cpus ($server_threads tokio worker(s) / nginx worker(s)), wrk -t1 and the FIFO reader on CPU $client_cpus."
+    echo "Servers on CPU $server_cpus (the site host's runtime: $([ "$server_threads" = 1 ] && echo "current-thread" || echo "$server_threads workers"); nginx: $server_threads worker process(es)), wrk -t1 and the FIFO reader on CPU $client_cpus."
   else
     echo "Nothing pinned; $server_threads tokio workers / nginx workers; wrk -t1 shares the CPUs."
   fi
-  echo "wrk runs of ${duration} s, $rounds rounds, medians; ratios are ours ÷ nginx."
+  echo "wrk runs of ${duration} s, $rounds rounds; figures are medians over rounds, ratios the median of the per-round ratios ours ÷ nginx (both servers are measured back to back in each round, so drift in the machine's speed cancels). Load average before / after: $load_before / $load_after."
   echo
-  echo "| access log | conns | ours req/s | nginx req/s | req/s | ours p99 ms | nginx p99 ms | p99 | ours req/CPU-s | nginx req/CPU-s | req/CPU-s | wrk CPU ours/nginx |"
+  echo "| access log | conns | ours req/s | nginx req/s | req/s ratio | ours p99 ms | nginx p99 ms | p99 ratio | ours req/CPU-s | nginx req/CPU-s | req/CPU-s ratio | wrk CPU ours / nginx |"
   echo "|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|"
   for logmode in $logs_list; do
     for conns in $conns_list; do
@@ -379,8 +409,8 @@ report=$out_dir/latest.md
       o_eff=$(per_cpu ours "$logmode" "$conns"); n_eff=$(per_cpu nginx "$logmode" "$conns")
       o_wrk=$(field ours "$logmode" "$conns" 9); n_wrk=$(field nginx "$logmode" "$conns" 9)
       printf '| %s | %s | %.0f | %.0f | **%s** | %.3f | %.3f | %s | %.0f | %.0f | **%s** | %.0f%% / %.0f%% |\n' \
-        "$logmode" "$conns" "$o_rps" "$n_rps" "$(ratio "$o_rps" "$n_rps")" "$o_p99" "$n_p99" \
-        "$(ratio "$o_p99" "$n_p99")" "$o_eff" "$n_eff" "$(ratio "$o_eff" "$n_eff")" \
+        "$logmode" "$conns" "$o_rps" "$n_rps" "$(times "$(paired "$logmode" "$conns" 6)")" "$o_p99" "$n_p99" \
+        "$(times "$(paired "$logmode" "$conns" 7)")" "$o_eff" "$n_eff" "$(times "$(paired "$logmode" "$conns" percpu)")" \
         "$(awk -v c="$o_wrk" -v d="$duration" 'BEGIN {print 100*c/d}')" \
         "$(awk -v c="$n_wrk" -v d="$duration" 'BEGIN {print 100*c/d}')"
     done
@@ -390,6 +420,10 @@ report=$out_dir/latest.md
   echo "Non-2xx responses and socket errors over all runs: $errors."
   if [ -n "${dropped:-}" ]; then
     echo "Access log on: the host dropped $dropped lines (its control status); the FIFO reader got $lines_read lines for $requests_sent measured requests plus warm-up and checks."
+    if [ "$dropped" != 0 ]; then
+      echo
+      echo "**Warning: the host dropped access-log lines (the FIFO reader fell behind), so the log-on row flatters it.**"
+    fi
   fi
   echo
   echo "Idle RSS after start / after the load (+2 s): ours (site host process) ${rss_ours_start:-?} / ${rss_ours_after:-?} KiB; nginx (master + workers) ${rss_nginx_start:-?} / ${rss_nginx_after:-?} KiB."
