@@ -367,6 +367,8 @@ if [ "$startup_rounds" -gt 0 ]; then
   else
     startup_report=$("${on_server[@]}" python3 "$repo/bench/startup.py" --rounds "$startup_rounds" \
       --binary "$bin" --work "$work/startup" standalone)
+    startup_report+=$'\n\n'$("${on_server[@]}" python3 "$repo/bench/startup.py" --rounds "$startup_rounds" \
+      --binary "$bin" --work "$work/startup-host" host)
   fi
 fi
 

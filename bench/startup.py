@@ -2,12 +2,18 @@
 """Start-up time of a site: from starting it to its first 200 response, median of N rounds.
 
     startup.py [--rounds N] [--binary PATH] [--work DIR] standalone
+    startup.py [--rounds N] [--binary PATH] [--work DIR] host
     startup.py [--rounds N] [--work DIR] command -- CMD [ARG...]
 
 standalone: spawns `nomad_iis run CONFIG --port http=PORT --stdout /dev/null --runtime-dir DIR`
     for a one-application site (a 1 KiB file) and times from the spawn to the first 200 for
     /file.txt. This covers reading the job file, planning, writing the spec, spawning the site host,
     its start-up (spec, log writers, pools, bind, control socket) and the first request.
+
+host: what the driver's StartTask does after decoding the task config: writes the site host's
+    spec.json (taken once from a standalone run, with a fresh port and runtime folder each round)
+    and spawns `nomad_iis host --runtime-dir DIR`; times from that spawn to the first 200. This
+    leaves out only the driver's own decoding and the gRPC round trip.
 
 command: the same for any command that starts the site. In its arguments `{port}` is replaced by a
     free port and `{site}` by a folder holding file.txt; it must serve http://127.0.0.1:{port}/file.txt
@@ -21,6 +27,8 @@ started runs in its own session and is killed (group-wide) before the next round
 """
 
 import argparse
+import glob
+import json
 import os
 import shutil
 import signal
@@ -122,13 +130,37 @@ def one_round(argv, port, timeout_s):
     return (answered_ns - zero) / 1e6
 
 
+def host_spec(binary, config, runtime, timeout_s):
+    """The spec.json `nomad_iis run` writes for the config, taken from one run."""
+    port = free_port()
+    process = subprocess.Popen(
+        [binary, "run", config, "--port", f"http={port}", "--stdout", "/dev/null",
+         "--runtime-dir", runtime],
+        stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    try:
+        deadline = time.monotonic() + timeout_s
+        while not answers_200(port):
+            if process.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError("nomad_iis run did not start the site for its spec")
+            time.sleep(0.01)
+        paths = glob.glob(os.path.join(runtime, f"nomad_iis-run-{process.pid}", "*", "spec.json"))
+        if not paths:
+            raise RuntimeError("nomad_iis run wrote no spec.json")
+        with open(paths[0]) as f:
+            return json.load(f)
+    finally:
+        stop(process)
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--rounds", type=int, default=20)
     parser.add_argument("--binary", default="target/release/nomad_iis")
     parser.add_argument("--work", help="folder for the site and runtime folders (default: a temp folder)")
     parser.add_argument("--timeout", type=float, default=30.0)
-    parser.add_argument("mode", choices=["standalone", "command"])
+    parser.add_argument("mode", choices=["standalone", "host", "command"])
     parser.add_argument("command", nargs=argparse.REMAINDER)
     args = parser.parse_args()
 
@@ -145,11 +177,23 @@ def main():
         with open(config, "w") as f:
             f.write(CONFIG)
 
+        binary = os.path.abspath(args.binary)
+        spec = host_spec(binary, config, runtime, args.timeout) if args.mode == "host" else None
         samples = []
-        for _ in range(args.rounds):
+        for round_number in range(args.rounds):
             port = free_port()
-            if args.mode == "standalone":
-                argv = [os.path.abspath(args.binary), "run", config, "--port", f"http={port}",
+            if args.mode == "host":
+                folder = os.path.join(runtime, f"host-{round_number}")
+                os.makedirs(folder)
+                spec["runtime_dir"] = folder
+                for binding in spec["bindings"]:
+                    binding["port"] = port
+                with open(os.path.join(folder, "spec.json"), "w") as f:
+                    json.dump(spec, f)
+                argv = [binary, "host", "--runtime-dir", folder]
+                what = "spawn of `nomad_iis host` with its spec.json written (what StartTask does) → first 200"
+            elif args.mode == "standalone":
+                argv = [binary, "run", config, "--port", f"http={port}",
                         "--stdout", "/dev/null", "--runtime-dir", runtime]
                 what = "spawn of `nomad_iis run` (standalone) → first 200"
             else:
