@@ -1,4 +1,5 @@
-//! Access log lines, one per request, written when the response is finished (or abandoned).
+//! Access log lines, one per request, written when the response is finished (or abandoned),
+//! and the response body wrapper that counts the bytes and holds the pool's in-flight guard.
 //!
 //! Format, the combined log format plus three fields:
 //! ```text
@@ -8,15 +9,21 @@
 //! with `service_unavailable_response = TcpLevel`) is logged with status `-`. `pool=-` means
 //! no application matched. Quotes, backslashes and control characters from the client are
 //! escaped so a line stays one line.
+//!
+//! When the log is off (the task's stdout is `/dev/null`) nothing of this is built: the
+//! request handler creates no [`Entry`] and the body wrapper only counts the request in flight.
 
+use std::cell::RefCell;
+use std::fmt::Write as _;
 use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
-use std::time::Instant;
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
+use http::Version;
 use http::request::Parts;
 use hyper::body::{Body as HttpBody, Frame, SizeHint};
 
@@ -29,9 +36,9 @@ pub(crate) struct Entry {
     started: Instant,
     /// Formatted `remote - - [time] "request"`.
     head: String,
-    /// Formatted `"referer" "agent" host="…"`.
+    /// Formatted `"referer" "agent" host="…"`, then ` pool=…` once the pool is known.
     tail: String,
-    pool: Option<String>,
+    has_pool: bool,
 }
 
 impl Entry {
@@ -42,111 +49,169 @@ impl Entry {
             .path_and_query()
             .map(|p| p.as_str())
             .unwrap_or("/");
-        let head = format!(
-            "{} - - [{}] \"{} {} {:?}\"",
-            peer.ip(),
-            timestamp(),
-            escape(parts.method.as_str()),
-            escape(target),
-            parts.version
-        );
-        let header = |name: http::header::HeaderName| {
-            parts
-                .headers
-                .get(name)
-                .map(|v| escape(&String::from_utf8_lossy(v.as_bytes())))
-                .unwrap_or_else(|| "-".to_string())
-        };
-        let tail = format!(
-            "\"{}\" \"{}\" host=\"{}\"",
-            header(http::header::REFERER),
-            header(http::header::USER_AGENT),
-            escape(host.unwrap_or("-"))
-        );
+        let mut head = String::with_capacity(64 + target.len());
+        let _ = write!(head, "{} - - [", peer.ip());
+        push_timestamp(&mut head);
+        head.push_str("] \"");
+        escape_into(&mut head, parts.method.as_str());
+        head.push(' ');
+        escape_into(&mut head, target);
+        head.push(' ');
+        head.push_str(version_name(parts.version));
+        head.push('"');
+
+        let mut tail = String::with_capacity(128);
+        for name in [http::header::REFERER, http::header::USER_AGENT] {
+            tail.push('"');
+            match parts.headers.get(name) {
+                Some(value) => escape_into(&mut tail, &String::from_utf8_lossy(value.as_bytes())),
+                None => tail.push('-'),
+            }
+            tail.push_str("\" ");
+        }
+        tail.push_str("host=\"");
+        escape_into(&mut tail, host.unwrap_or("-"));
+        tail.push('"');
         Self {
             started,
             head,
             tail,
-            pool: None,
+            has_pool: false,
         }
     }
 
     /// Records the pool that served the request.
     pub fn set_pool(&mut self, pool: &str) {
-        self.pool = Some(pool.to_string());
+        self.tail.push_str(" pool=");
+        self.tail.push_str(pool);
+        self.has_pool = true;
+    }
+
+    /// Appends the finished line (without newline) to `out`.
+    pub fn write_line(&self, out: &mut String, status: Option<u16>, bytes: u64) {
+        out.push_str(&self.head);
+        match status {
+            Some(status) => {
+                let _ = write!(out, " {status} {bytes} ");
+            }
+            None => {
+                let _ = write!(out, " - {bytes} ");
+            }
+        }
+        out.push_str(&self.tail);
+        if !self.has_pool {
+            out.push_str(" pool=-");
+        }
+        let _ = write!(out, " ms={}", self.started.elapsed().as_millis());
     }
 
     /// The finished line.
+    #[cfg(test)]
     pub fn line(&self, status: Option<u16>, bytes: u64) -> String {
-        let status = status.map_or_else(|| "-".to_string(), |s| s.to_string());
-        format!(
-            "{} {} {} {} pool={} ms={}",
-            self.head,
-            status,
-            bytes,
-            self.tail,
-            self.pool.as_deref().unwrap_or("-"),
-            self.started.elapsed().as_millis()
-        )
+        let mut line = String::new();
+        self.write_line(&mut line, status, bytes);
+        line
     }
 }
 
-fn timestamp() -> String {
-    let format = time::macros::format_description!(
-        "[day]/[month repr:short]/[year]:[hour]:[minute]:[second] +0000"
-    );
-    time::OffsetDateTime::now_utc()
-        .format(&format)
-        .unwrap_or_else(|_| "-".to_string())
+fn version_name(version: Version) -> &'static str {
+    match version {
+        Version::HTTP_09 => "HTTP/0.9",
+        Version::HTTP_10 => "HTTP/1.0",
+        Version::HTTP_11 => "HTTP/1.1",
+        Version::HTTP_2 => "HTTP/2.0",
+        Version::HTTP_3 => "HTTP/3.0",
+        _ => "HTTP/?",
+    }
 }
 
-/// Escapes what would break a quoted field or the line.
-fn escape(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
+/// Appends the current time as `02/Nov/2026:10:00:00 +0000`. The text changes once a second,
+/// so each thread formats it once a second and copies it otherwise.
+fn push_timestamp(out: &mut String) {
+    thread_local! {
+        static LAST: RefCell<(u64, String)> = const { RefCell::new((u64::MAX, String::new())) };
+    }
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    LAST.with(|last| {
+        let mut last = last.borrow_mut();
+        if last.0 != now {
+            let format = time::macros::format_description!(
+                "[day]/[month repr:short]/[year]:[hour]:[minute]:[second] +0000"
+            );
+            last.1 = i64::try_from(now)
+                .ok()
+                .and_then(|seconds| time::OffsetDateTime::from_unix_timestamp(seconds).ok())
+                .and_then(|time| time.format(&format).ok())
+                .unwrap_or_else(|| "-".to_string());
+            last.0 = now;
+        }
+        out.push_str(&last.1);
+    });
+}
+
+/// Appends `text`, escaping what would break a quoted field or the line.
+fn escape_into(out: &mut String, text: &str) {
+    if text
+        .bytes()
+        .all(|b| (0x20..0x7f).contains(&b) && b != b'"' && b != b'\\')
+    {
+        out.push_str(text);
+        return;
+    }
     for c in text.chars() {
         match c {
             '"' => out.push_str("\\\""),
             '\\' => out.push_str("\\\\"),
-            c if c.is_control() => out.push_str(&format!("\\x{:02x}", c as u32)),
+            c if c.is_control() => {
+                let _ = write!(out, "\\x{:02x}", c as u32);
+            }
             c => out.push(c),
         }
     }
-    out
 }
 
-/// A response body that counts what it sends and writes the access log line when dropped,
-/// which is when the response is complete or the connection went away. It also holds the
-/// pool's in-flight guard, so a request counts until its last byte is out.
-pub(crate) struct LoggedBody {
+/// The body of every response the host sends: the handler's body, plus the pool's in-flight
+/// guard (so a request counts until its last byte is out) and, when the access log is on, the
+/// line written when the body is dropped — when the response is complete or the connection
+/// went away.
+pub(crate) struct ResponseBody {
     inner: Body,
-    sent: u64,
-    status: u16,
-    entry: Entry,
-    log: Arc<LogSink>,
+    log: Option<PendingLine>,
     _in_flight: Option<InFlight>,
 }
 
-impl LoggedBody {
-    /// Wraps `inner`, the body of a response with `status`.
+struct PendingLine {
+    sent: u64,
+    status: u16,
+    entry: Entry,
+    sink: Arc<LogSink>,
+}
+
+impl ResponseBody {
+    /// Wraps `inner`, the body of a response with `status`; logs it when `entry` is given.
     pub fn new(
         inner: Body,
         status: u16,
-        entry: Entry,
-        log: Arc<LogSink>,
+        entry: Option<Entry>,
+        sink: &Arc<LogSink>,
         in_flight: Option<InFlight>,
     ) -> Self {
         Self {
             inner,
-            sent: 0,
-            status,
-            entry,
-            log,
+            log: entry.map(|entry| PendingLine {
+                sent: 0,
+                status,
+                entry,
+                sink: sink.clone(),
+            }),
             _in_flight: in_flight,
         }
     }
 }
 
-impl HttpBody for LoggedBody {
+impl HttpBody for ResponseBody {
     type Data = Bytes;
     type Error = io::Error;
 
@@ -156,10 +221,11 @@ impl HttpBody for LoggedBody {
     ) -> Poll<Option<Result<Frame<Bytes>, io::Error>>> {
         let this = self.get_mut();
         let polled = Pin::new(&mut this.inner).poll_frame(cx);
-        if let Poll::Ready(Some(Ok(frame))) = &polled
+        if let Some(log) = &mut this.log
+            && let Poll::Ready(Some(Ok(frame))) = &polled
             && let Some(data) = frame.data_ref()
         {
-            this.sent += data.len() as u64;
+            log.sent += data.len() as u64;
         }
         polled
     }
@@ -173,10 +239,12 @@ impl HttpBody for LoggedBody {
     }
 }
 
-impl Drop for LoggedBody {
+impl Drop for ResponseBody {
     fn drop(&mut self) {
-        self.log
-            .write_line(self.entry.line(Some(self.status), self.sent));
+        if let Some(log) = &self.log {
+            log.sink
+                .write_with(|out| log.entry.write_line(out, Some(log.status), log.sent));
+        }
     }
 }
 
@@ -198,6 +266,8 @@ mod tests {
             &parts,
             Some("a.test"),
         );
+        let no_pool = entry.line(Some(404), 0);
+        assert!(no_pool.contains("host=\"a.test\" pool=- ms="), "{no_pool}");
         entry.set_pool("default");
         let line = entry.line(Some(200), 12);
         assert!(line.starts_with("10.0.0.1 - - ["), "{line}");
@@ -207,5 +277,21 @@ mod tests {
         );
         let dropped = entry.line(None, 0);
         assert!(dropped.contains("\" - 0 \""), "{dropped}");
+    }
+
+    #[test]
+    fn timestamps_are_formatted_as_in_the_combined_format() {
+        let mut text = String::new();
+        push_timestamp(&mut text);
+        let again_at = text.len();
+        push_timestamp(&mut text);
+        let (first, second) = text.split_at(again_at);
+        for stamp in [first, second] {
+            // 02/Nov/2026:10:00:00 +0000
+            assert_eq!(stamp.len(), 26, "{stamp}");
+            assert_eq!(&stamp[2..3], "/");
+            assert_eq!(&stamp[6..7], "/");
+            assert!(stamp.ends_with(" +0000"), "{stamp}");
+        }
     }
 }

@@ -160,7 +160,11 @@ fn write_notice(sink: &LogSink, message: &str) {
     let now = time::OffsetDateTime::now_utc()
         .format(&format)
         .unwrap_or_default();
-    sink.write_line(format!("{now} nomad_iis host: {message}"));
+    sink.write_with(|line| {
+        line.push_str(&now);
+        line.push_str(" nomad_iis host: ");
+        line.push_str(message);
+    });
 }
 
 /// A running host. Obtain with [`Host::start`], end with [`Host::wait`].

@@ -59,15 +59,23 @@ pub use host::{Host, HostHandle, MAX_SIGNAL_GRACE, run};
 pub use tls::{CertificateError, SniResolver, load_certificate};
 
 /// Reads `DIR/spec.json`, runs the host until it is shut down, writes `DIR/exit.json` and
-/// returns the exit code. Builds a multi-threaded tokio runtime with one worker per core.
-/// The control socket is `DIR/control.sock`, whatever `runtime_dir` the spec names.
+/// returns the exit code. Builds a tokio runtime with one worker per CPU the process may use;
+/// with one CPU, a current-thread runtime, which serves a request with less bookkeeping than a
+/// work-stealing scheduler with a single worker. The control socket is `DIR/control.sock`,
+/// whatever `runtime_dir` the spec names.
 pub fn run_from_runtime_dir(dir: &Path) -> i32 {
     let workers = std::thread::available_parallelism().map_or(1, |n| n.get());
-    let record = match tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(workers)
-        .enable_all()
-        .build()
-    {
+    let runtime = if workers == 1 {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+    } else {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(workers)
+            .enable_all()
+            .build()
+    };
+    let record = match runtime {
         // Panics inside connection tasks are contained by tokio; one that reaches the top would
         // end the process without a record, and a restarted plugin would then report SIGKILL.
         Ok(runtime) => std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {

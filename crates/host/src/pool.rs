@@ -19,18 +19,21 @@
 //! rapid-fail protection) become a second variant, and the state machine above drives them
 //! through the same `start`/`stop`/`recycle` entry points.
 
-use std::collections::HashMap;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 
 use control::{PoolSpec, PoolState, PoolStatus, UnavailableResponse};
 use http::{HeaderMap, Method, Response};
-use tokio::sync::watch;
+use tokio::sync::Notify;
 
 pub(crate) use static_site::Body;
 
 /// Where one served folder sits in the spec: application index, virtual directory index.
 pub(crate) type SiteKey = (usize, Option<usize>);
+
+/// The file sites of a static pool with their keys.
+type Sites = Vec<(SiteKey, static_site::StaticSite)>;
 
 /// One pool of this host.
 #[derive(Debug)]
@@ -39,8 +42,13 @@ pub(crate) struct Pool {
     spec: PoolSpec,
     /// State, counters and the stop generation; one lock so admission and stop agree.
     control: Mutex<PoolControl>,
-    /// Requests admitted and not yet finished; watched by a stop that waits for the drain.
-    in_flight: watch::Sender<usize>,
+    /// Requests admitted and not yet finished. A plain atomic: it changes twice per request,
+    /// and only a stop waiting for the drain needs to hear about it.
+    in_flight: AtomicUsize,
+    /// Stops waiting for `in_flight` to reach zero; while there are any, the request that
+    /// brings it to zero notifies `drained`.
+    drain_waiters: AtomicUsize,
+    drained: Notify,
     /// What answers the pool's requests.
     backend: PoolBackend,
 }
@@ -65,8 +73,9 @@ pub(crate) enum PoolBackend {
 pub(crate) struct StaticBackend {
     /// Folder of every site, to build fresh sites on recycle.
     roots: Vec<(SiteKey, PathBuf, String)>,
-    /// The sites serving now; replaced whole on recycle.
-    sites: RwLock<Arc<HashMap<SiteKey, static_site::StaticSite>>>,
+    /// The sites serving now; replaced whole on recycle. A short list searched in order: a pool
+    /// serves a few folders, and comparing two small keys beats hashing them.
+    sites: RwLock<Arc<Sites>>,
 }
 
 /// Whether a request may go to the pool.
@@ -85,16 +94,21 @@ pub(crate) struct InFlight {
 
 impl Drop for InFlight {
     fn drop(&mut self) {
-        self.pool
-            .in_flight
-            .send_modify(|count| *count = count.saturating_sub(1));
+        let pool = &self.pool;
+        // SeqCst on both sides (here: decrement, then read the waiters; in `wait_for_drain`:
+        // register, then read the count), so either the waiter sees zero or we see the waiter.
+        if pool.in_flight.fetch_sub(1, Ordering::SeqCst) == 1
+            && pool.drain_waiters.load(Ordering::SeqCst) > 0
+        {
+            pool.drained.notify_waiters();
+        }
     }
 }
 
 /// New sites built for a recycle, not yet swapped in.
 pub(crate) struct PreparedRecycle {
     pool: Arc<Pool>,
-    sites: HashMap<SiteKey, static_site::StaticSite>,
+    sites: Sites,
 }
 
 /// A folder a static site cannot serve; names the field.
@@ -117,14 +131,12 @@ impl StaticBackend {
         })
     }
 
-    fn current(&self) -> Option<Arc<HashMap<SiteKey, static_site::StaticSite>>> {
+    fn current(&self) -> Option<Arc<Sites>> {
         self.sites.read().ok().map(|s| s.clone())
     }
 }
 
-fn build_sites(
-    roots: &[(SiteKey, PathBuf, String)],
-) -> Result<HashMap<SiteKey, static_site::StaticSite>, SiteError> {
+fn build_sites(roots: &[(SiteKey, PathBuf, String)]) -> Result<Sites, SiteError> {
     roots
         .iter()
         .map(|(key, root, field)| {
@@ -161,7 +173,9 @@ impl Pool {
                 recycles: 0,
                 generation: 0,
             }),
-            in_flight: watch::Sender::new(0),
+            in_flight: AtomicUsize::new(0),
+            drain_waiters: AtomicUsize::new(0),
+            drained: Notify::new(),
             backend,
         })
     }
@@ -185,7 +199,8 @@ impl Pool {
     pub fn admit(self: &Arc<Self>) -> Admission {
         let control = self.lock();
         if control.state == PoolState::Started {
-            self.in_flight.send_modify(|count| *count += 1);
+            // Under the control lock, so a stop sees every admitted request.
+            self.in_flight.fetch_add(1, Ordering::SeqCst);
             Admission::Admitted(InFlight { pool: self.clone() })
         } else {
             Admission::Refused(self.spec.service_unavailable_response)
@@ -208,7 +223,7 @@ impl Pool {
             return;
         }
         control.generation += 1;
-        if *self.in_flight.borrow() == 0 {
+        if self.in_flight.load(Ordering::SeqCst) == 0 {
             control.state = PoolState::Stopped;
             return;
         }
@@ -216,17 +231,34 @@ impl Pool {
         let generation = control.generation;
         let pool = self.clone();
         tokio::spawn(async move {
-            let mut watcher = pool.in_flight.subscribe();
-            let _ = tokio::time::timeout(
-                pool.spec.shutdown_time_limit,
-                watcher.wait_for(|count| *count == 0),
-            )
-            .await;
+            let _ =
+                tokio::time::timeout(pool.spec.shutdown_time_limit, pool.wait_for_drain()).await;
             let mut control = pool.lock();
             if control.generation == generation && control.state == PoolState::Stopping {
                 control.state = PoolState::Stopped;
             }
         });
+    }
+
+    /// Returns when no request is in flight.
+    async fn wait_for_drain(&self) {
+        /// Unregisters the waiter also when the wait is cancelled (timed out).
+        struct Registered<'a>(&'a AtomicUsize);
+        impl Drop for Registered<'_> {
+            fn drop(&mut self) {
+                self.0.fetch_sub(1, Ordering::SeqCst);
+            }
+        }
+        self.drain_waiters.fetch_add(1, Ordering::SeqCst);
+        let _registered = Registered(&self.drain_waiters);
+        loop {
+            // Created before the count is read, so a notification in between is not lost.
+            let notified = self.drained.notified();
+            if self.in_flight.load(Ordering::SeqCst) == 0 {
+                return;
+            }
+            notified.await;
+        }
     }
 
     /// Builds what a recycle needs without changing anything.
@@ -262,7 +294,7 @@ impl Pool {
         match &self.backend {
             PoolBackend::Static(backend) => {
                 let sites = backend.current()?;
-                let site = sites.get(&key)?;
+                let (_, site) = sites.iter().find(|(site_key, _)| *site_key == key)?;
                 Some(site.serve(method, remainder, headers).await)
             }
         }
@@ -280,7 +312,7 @@ impl PreparedRecycle {
                     Ok(mut sites) => std::mem::replace(&mut *sites, fresh),
                     Err(poisoned) => std::mem::replace(&mut *poisoned.into_inner(), fresh),
                 };
-                for site in old.values() {
+                for (_, site) in old.iter() {
                     site.flush_cache();
                 }
             }

@@ -1,6 +1,11 @@
 //! Listeners and connections: binding, the accept loops, TLS handshakes, HTTP/1.1 and HTTP/2
-//! (h2c with prior knowledge on plain listeners, ALPN over TLS) via hyper-util's auto builder,
-//! the request handler, and the graceful drain at shutdown.
+//! (h2c with prior knowledge on plain listeners, ALPN over TLS), the request handler, and the
+//! graceful drain at shutdown.
+//!
+//! A plain connection whose first bytes cannot start the HTTP/2 preface (every HTTP/1 client)
+//! is served by hyper's HTTP/1 connection directly on the socket; TLS connections and those
+//! that may be h2c go through hyper-util's auto builder, which wraps the socket to replay the
+//! bytes it read to decide.
 //!
 //! Every accepted socket gets `TCP_NODELAY` (without it small responses wait for delayed ACKs
 //! and a keep-alive connection manages a few dozen requests a second).
@@ -12,6 +17,7 @@
 
 use std::io;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -19,10 +25,10 @@ use bytes::Bytes;
 use http::{Request, Response, StatusCode, header};
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
+use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
-use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpSocket};
 use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
@@ -30,7 +36,7 @@ use tokio_util::task::TaskTracker;
 
 use control::{BindingKind, UnavailableResponse};
 
-use crate::access_log::{Entry, LoggedBody};
+use crate::access_log::{Entry, ResponseBody};
 use crate::error::{StartupError, describe_io};
 use crate::host::HostState;
 use crate::plan::ListenerPlan;
@@ -102,24 +108,33 @@ pub(crate) struct Connections {
     pub graceful: CancellationToken,
     /// Cancelled when the grace period is over: connections are dropped.
     pub abort: CancellationToken,
-    /// HTTP protocol settings, shared by all connections.
-    builder: Arc<auto::Builder<TokioExecutor>>,
+    /// HTTP/1.1 and HTTP/2 (detected, or chosen by ALPN), for TLS and for plain connections
+    /// whose first bytes could be the HTTP/2 preface.
+    auto: Arc<auto::Builder<TokioExecutor>>,
+    /// HTTP/1.1 only, for plain connections whose first bytes cannot be the HTTP/2 preface:
+    /// hyper's HTTP/1 connection straight on the socket, without the auto builder's replay
+    /// wrapper around every read and write.
+    http1: Arc<http1::Builder>,
 }
 
 impl Connections {
     pub fn new() -> Self {
-        let mut builder = auto::Builder::new(TokioExecutor::new());
-        builder
-            .http1()
+        let mut auto = auto::Builder::new(TokioExecutor::new());
+        auto.http1()
             .timer(TokioTimer::new())
             .header_read_timeout(HEADER_READ_LIMIT);
-        builder.http2().timer(TokioTimer::new());
+        auto.http2().timer(TokioTimer::new());
+        let mut http1 = http1::Builder::new();
+        http1
+            .timer(TokioTimer::new())
+            .header_read_timeout(HEADER_READ_LIMIT);
         Self {
             tracker: TaskTracker::new(),
             stop_accepting: CancellationToken::new(),
             graceful: CancellationToken::new(),
             abort: CancellationToken::new(),
-            builder: Arc::new(builder),
+            auto: Arc::new(auto),
+            http1: Arc::new(http1),
         }
     }
 }
@@ -146,13 +161,14 @@ pub(crate) async fn accept_loop(
                 if let Err(e) = stream.set_nodelay(true) {
                     tracing::debug!(%peer, error = %e, "cannot set TCP_NODELAY");
                 }
-                let info = Arc::new(ConnectionInfo {
+                let context = Arc::new(ConnectionContext {
+                    state: state.clone(),
                     listener: index,
                     peer,
                 });
-                let (state, connections2, tls) = (state.clone(), connections.clone(), tls.clone());
+                let (connections2, tls) = (connections.clone(), tls.clone());
                 connections.tracker.spawn(async move {
-                    serve_connection(state, connections2, info, stream, tls).await;
+                    serve_connection(context, connections2, stream, tls).await;
                 });
             }
             Err(e) => {
@@ -167,57 +183,110 @@ pub(crate) async fn accept_loop(
     }
 }
 
-/// What a request handler knows about its connection.
+/// What a request handler knows about its connection. One per connection, so the reference
+/// count a request takes is not shared with requests on other cores.
 #[derive(Debug)]
-struct ConnectionInfo {
+struct ConnectionContext {
+    state: Arc<HostState>,
     listener: usize,
     peer: SocketAddr,
 }
 
+/// The HTTP/2 connection preface a client sends first (RFC 9113, section 3.4).
+const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+
+/// How a plain connection's first bytes say it must be served.
+enum FirstBytes {
+    /// Not the start of the HTTP/2 preface: HTTP/1.
+    Http1,
+    /// The preface or part of it: let the auto builder decide.
+    Undecided,
+    /// Closed, silent for the header read limit, or a shutdown came first.
+    Nothing,
+}
+
+/// Peeks at the first bytes of a plain connection without consuming them.
+async fn first_bytes(stream: &tokio::net::TcpStream, connections: &Connections) -> FirstBytes {
+    let mut start = [0u8; H2_PREFACE.len()];
+    let peeked = tokio::select! {
+        _ = connections.graceful.cancelled() => return FirstBytes::Nothing,
+        peeked = tokio::time::timeout(HEADER_READ_LIMIT, stream.peek(&mut start)) => peeked,
+    };
+    match peeked {
+        Ok(Ok(0)) | Ok(Err(_)) | Err(_) => FirstBytes::Nothing,
+        Ok(Ok(n)) if start[..n] != H2_PREFACE[..n] => FirstBytes::Http1,
+        Ok(Ok(_)) => FirstBytes::Undecided,
+    }
+}
+
 async fn serve_connection(
-    state: Arc<HostState>,
+    context: Arc<ConnectionContext>,
     connections: Connections,
-    info: Arc<ConnectionInfo>,
     stream: tokio::net::TcpStream,
     tls: Option<TlsAcceptor>,
 ) {
+    let peer = context.peer;
+    let service = service_fn(move |request| handle(context.clone(), request));
     match tls {
-        None => drive(state, connections, info, stream).await,
+        None => match first_bytes(&stream, &connections).await {
+            FirstBytes::Http1 => {
+                let connection = connections
+                    .http1
+                    .serve_connection(TokioIo::new(stream), service);
+                drive(&connections, connection, |c| c.graceful_shutdown()).await
+            }
+            FirstBytes::Undecided => {
+                let connection = connections
+                    .auto
+                    .serve_connection(TokioIo::new(stream), service);
+                drive(&connections, connection, |c| c.graceful_shutdown()).await
+            }
+            FirstBytes::Nothing => {}
+        },
         Some(acceptor) => {
             let handshake = tokio::select! {
                 _ = connections.graceful.cancelled() => return,
                 done = tokio::time::timeout(TLS_HANDSHAKE_LIMIT, acceptor.accept(stream)) => done,
             };
             match handshake {
-                Ok(Ok(stream)) => drive(state, connections, info, stream).await,
-                Ok(Err(e)) => {
-                    tracing::debug!(peer = %info.peer, error = %e, "tls handshake failed")
+                Ok(Ok(stream)) => {
+                    let connection = connections
+                        .auto
+                        .serve_connection(TokioIo::new(stream), service);
+                    drive(&connections, connection, |c| c.graceful_shutdown()).await
                 }
-                Err(_) => tracing::debug!(peer = %info.peer, "tls handshake timed out"),
+                Ok(Err(e)) => {
+                    tracing::debug!(%peer, error = %e, "tls handshake failed")
+                }
+                Err(_) => tracing::debug!(%peer, "tls handshake timed out"),
             }
         }
     }
 }
 
-/// Serves HTTP on one connection until it closes, draining on `graceful`, dropping on `abort`.
-async fn drive<I>(state: Arc<HostState>, connections: Connections, info: Arc<ConnectionInfo>, io: I)
-where
-    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
-{
-    let service = service_fn(move |request| handle(state.clone(), info.clone(), request));
-    let connection = connections
-        .builder
-        .serve_connection(TokioIo::new(io), service);
+/// Serves one connection until it closes: on `graceful` it is asked to finish its in-flight
+/// requests and close; on `abort` it is dropped.
+async fn drive<C: Future>(
+    connections: &Connections,
+    connection: C,
+    graceful_shutdown: impl FnOnce(Pin<&mut C>),
+) {
     tokio::pin!(connection);
-    let mut draining = false;
+    // Made once, not on every wake-up of the connection.
+    let graceful = connections.graceful.cancelled();
+    let abort = connections.abort.cancelled();
+    tokio::pin!(graceful, abort);
+    let mut graceful_shutdown = Some(graceful_shutdown);
     loop {
         tokio::select! {
+            biased;
             _ = connection.as_mut() => break,
-            _ = connections.graceful.cancelled(), if !draining => {
-                connection.as_mut().graceful_shutdown();
-                draining = true;
+            _ = &mut graceful, if graceful_shutdown.is_some() => {
+                if let Some(shutdown) = graceful_shutdown.take() {
+                    shutdown(connection.as_mut());
+                }
             }
-            _ = connections.abort.cancelled() => break,
+            _ = &mut abort => break,
         }
     }
 }
@@ -229,43 +298,48 @@ where
 struct Dropped(String);
 
 async fn handle(
-    state: Arc<HostState>,
-    info: Arc<ConnectionInfo>,
+    context: Arc<ConnectionContext>,
     request: Request<Incoming>,
-) -> Result<Response<Body>, Dropped> {
-    let started = Instant::now();
+) -> Result<Response<ResponseBody>, Dropped> {
+    let state = &context.state;
     let (parts, _body) = request.into_parts();
-    let host = parts.uri.host().map(str::to_string).or_else(|| {
+    let host = parts.uri.host().or_else(|| {
         parts
             .headers
             .get(header::HOST)
             .and_then(|h| h.to_str().ok())
-            .map(str::to_string)
     });
-    let mut entry = Entry::new(started, info.peer, &parts, host.as_deref());
-    let target = match state
-        .router
-        .route(info.listener, host.as_deref(), parts.uri.path())
-    {
+    // With the access log off (stdout is /dev/null) no line is prepared at all.
+    let mut entry = state
+        .access_log
+        .is_enabled()
+        .then(|| Entry::new(Instant::now(), context.peer, &parts, host));
+    let target = match state.router.route(context.listener, host, parts.uri.path()) {
         Ok(target) => target,
         Err(Miss::UnknownHost | Miss::NoApplication) => {
-            return Ok(finish(&state, plain(StatusCode::NOT_FOUND), entry, None));
+            return Ok(finish(state, plain(StatusCode::NOT_FOUND), entry, None));
         }
     };
     let pool = state.pool_of(target.application);
-    entry.set_pool(pool.name());
+    if let Some(entry) = &mut entry {
+        entry.set_pool(pool.name());
+    }
     let in_flight = match pool.admit() {
         Admission::Admitted(guard) => guard,
         Admission::Refused(UnavailableResponse::HttpLevel) => {
             return Ok(finish(
-                &state,
+                state,
                 plain(StatusCode::SERVICE_UNAVAILABLE),
                 entry,
                 None,
             ));
         }
         Admission::Refused(UnavailableResponse::TcpLevel) => {
-            state.access_log.write_line(entry.line(None, 0));
+            if let Some(entry) = &entry {
+                state
+                    .access_log
+                    .write_with(|out| entry.write_line(out, None, 0));
+            }
             return Err(Dropped(pool.name().to_string()));
         }
     };
@@ -281,26 +355,26 @@ async fn handle(
         if let Ok(value) = http::HeaderValue::from_str(&location) {
             response.headers_mut().insert(http::header::LOCATION, value);
         }
-        return Ok(finish(&state, response, entry, Some(in_flight)));
+        return Ok(finish(state, response, entry, Some(in_flight)));
     }
     let key = (target.application, target.virtual_directory);
     let response = pool
         .serve(key, &parts.method, target.remainder, &parts.headers)
         .await
         .unwrap_or_else(|| plain(StatusCode::INTERNAL_SERVER_ERROR));
-    Ok(finish(&state, response, entry, Some(in_flight)))
+    Ok(finish(state, response, entry, Some(in_flight)))
 }
 
 fn finish(
     state: &HostState,
     response: Response<Body>,
-    entry: Entry,
+    entry: Option<Entry>,
     in_flight: Option<crate::pool::InFlight>,
-) -> Response<Body> {
+) -> Response<ResponseBody> {
     let status = response.status().as_u16();
     let (parts, body) = response.into_parts();
-    let logged = LoggedBody::new(body, status, entry, state.access_log.clone(), in_flight);
-    Response::from_parts(parts, logged.boxed_unsync())
+    let body = ResponseBody::new(body, status, entry, &state.access_log, in_flight);
+    Response::from_parts(parts, body)
 }
 
 /// A short plain-text response for statuses the host answers itself.
@@ -321,4 +395,111 @@ fn plain(status: StatusCode) -> Response<Body> {
         header::HeaderValue::from_static("text/plain; charset=utf-8"),
     );
     response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::host::Host;
+    use control::{ApplicationSpec, BindingSpec, HostSpec, PoolSpec};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    fn spec(dir: &std::path::Path) -> HostSpec {
+        std::fs::create_dir_all(dir.join("app")).unwrap();
+        std::fs::write(dir.join("app/index.html"), "hello").unwrap();
+        HostSpec {
+            alloc_id: "a".into(),
+            task_name: "t".into(),
+            site_name: "nomad-a-t".into(),
+            runtime_dir: dir.to_path_buf(),
+            task_dir: dir.to_path_buf(),
+            stdout_path: "/dev/null".into(),
+            stderr_path: dir.join("stderr.log"),
+            env: Default::default(),
+            bindings: vec![BindingSpec {
+                kind: BindingKind::Http,
+                ip_address: [127, 0, 0, 1].into(),
+                port: 0,
+                hostname: None,
+                require_sni: false,
+                certificate: None,
+            }],
+            pools: vec![PoolSpec {
+                name: "default".into(),
+                full_name: "nomad-a-t".into(),
+                start_mode: control::StartMode::OnDemand,
+                idle_timeout: Duration::ZERO,
+                periodic_restart: Duration::ZERO,
+                start_time_limit: Duration::from_secs(90),
+                shutdown_time_limit: Duration::from_secs(90),
+                disable_overlapped_recycle: false,
+                service_unavailable_response: UnavailableResponse::HttpLevel,
+                queue_length: 1000,
+            }],
+            applications: vec![ApplicationSpec {
+                alias: "/".into(),
+                path: dir.join("app"),
+                pool: "default".into(),
+                virtual_directories: vec![],
+            }],
+            placeholder_app_path: None,
+        }
+    }
+
+    /// Sends raw bytes and returns the status line of the answer.
+    async fn status_line(addr: SocketAddr, request: &[u8]) -> String {
+        let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+        stream.write_all(request).await.unwrap();
+        let mut answer = Vec::new();
+        let mut chunk = [0u8; 1024];
+        while !answer.windows(2).any(|w| w == b"\r\n") {
+            let n = stream.read(&mut chunk).await.unwrap();
+            assert_ne!(n, 0, "closed without an answer");
+            answer.extend_from_slice(&chunk[..n]);
+        }
+        let text = String::from_utf8_lossy(&answer);
+        text.lines().next().unwrap_or_default().to_string()
+    }
+
+    #[tokio::test]
+    async fn requests_whose_first_byte_could_start_the_h2_preface_are_still_http1() {
+        let dir = tempfile::tempdir().unwrap();
+        let host = Host::start(spec(dir.path())).await.unwrap();
+        let addr: SocketAddr = host.handle().status().listening[0].parse().unwrap();
+
+        // `G` cannot start the preface: hyper's HTTP/1 connection directly.
+        let get = status_line(addr, b"GET /index.html HTTP/1.1\r\nHost: x\r\n\r\n").await;
+        assert_eq!(get, "HTTP/1.1 200 OK");
+        // `P` can: the auto builder reads on and finds HTTP/1.
+        let post = b"POST /index.html HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n";
+        assert_eq!(
+            status_line(addr, post).await,
+            "HTTP/1.1 405 Method Not Allowed"
+        );
+
+        host.handle().request_shutdown(Duration::ZERO, "test over");
+        assert_eq!(host.wait().await.code, 0);
+    }
+
+    #[tokio::test]
+    async fn a_connection_that_never_sends_does_not_hold_up_the_drain() {
+        let dir = tempfile::tempdir().unwrap();
+        let host = Host::start(spec(dir.path())).await.unwrap();
+        let addr: SocketAddr = host.handle().status().listening[0].parse().unwrap();
+        let silent = tokio::net::TcpStream::connect(addr).await.unwrap();
+        // Served once, so the host has surely accepted the silent connection before.
+        let get = status_line(addr, b"GET /index.html HTTP/1.1\r\nHost: x\r\n\r\n").await;
+        assert_eq!(get, "HTTP/1.1 200 OK");
+
+        host.handle()
+            .request_shutdown(Duration::from_secs(600), "test over");
+        // Well below the header read limit, which would otherwise end the wait.
+        let record = tokio::time::timeout(HEADER_READ_LIMIT / 2, host.wait())
+            .await
+            .expect("a silent connection held the drain");
+        assert_eq!(record.code, 0);
+        let notices = std::fs::read_to_string(dir.path().join("stderr.log")).unwrap();
+        assert!(!notices.contains("grace of"), "{notices}");
+        drop(silent);
+    }
 }

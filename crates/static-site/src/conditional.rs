@@ -35,6 +35,19 @@ pub(crate) enum RangeRequest {
     Unsatisfiable,
 }
 
+/// Whether the request has any header this module reads. Most requests have none, and one pass over
+/// their few headers is cheaper than six hashed lookups.
+pub(crate) fn any_present(headers: &HeaderMap) -> bool {
+    headers.keys().any(|name| {
+        name == IF_MATCH
+            || name == IF_NONE_MATCH
+            || name == IF_MODIFIED_SINCE
+            || name == IF_UNMODIFIED_SINCE
+            || name == RANGE
+            || name == IF_RANGE
+    })
+}
+
 /// Evaluates the preconditions against our strong `etag` (with quotes) and `modified` time.
 pub(crate) fn evaluate(headers: &HeaderMap, etag: &str, modified: SystemTime) -> Precondition {
     if headers.contains_key(IF_MATCH) {

@@ -84,14 +84,25 @@ pub(crate) fn representation(
     file: FileHeaders<'_>,
     content: Content,
 ) -> Response<Body> {
-    let etag = representation.etag.to_str().unwrap_or_default();
+    // Requests without conditional or range headers (most of them) skip their evaluation.
+    let conditional = conditional::any_present(request);
+    let etag = if conditional {
+        representation.etag.to_str().unwrap_or_default()
+    } else {
+        ""
+    };
     let mut headers = HeaderMap::with_capacity(9);
     headers.insert(ETAG, detached(&representation.etag));
     headers.insert(LAST_MODIFIED, detached(&representation.last_modified));
     if file.vary {
         headers.insert(VARY, HeaderValue::from_static("Accept-Encoding"));
     }
-    match conditional::evaluate(request, etag, representation.modified) {
+    let precondition = if conditional {
+        conditional::evaluate(request, etag, representation.modified)
+    } else {
+        Precondition::Proceed
+    };
+    match precondition {
         Precondition::Proceed => {}
         Precondition::NotModified => {
             return with_headers(StatusCode::NOT_MODIFIED, headers, empty());
@@ -107,7 +118,7 @@ pub(crate) fn representation(
     }
     let len = representation.len;
     // Range is only defined for GET; a HEAD describes the whole representation.
-    let range = if method == Method::GET {
+    let range = if conditional && method == Method::GET {
         conditional::range(request, etag, representation.modified, len)
     } else {
         RangeRequest::Full
