@@ -47,6 +47,8 @@ mod plan;
 mod pool;
 mod router;
 mod server;
+#[cfg(test)]
+mod test_support;
 mod tls;
 
 use std::path::Path;

@@ -80,16 +80,6 @@ mod tests {
 
     fn spec(apps: Vec<PathBuf>, placeholder: Option<PathBuf>) -> HostSpec {
         HostSpec {
-            alloc_id: "a".into(),
-            task_name: "t".into(),
-            site_name: "s".into(),
-            runtime_dir: PathBuf::new(),
-            task_dir: PathBuf::new(),
-            stdout_path: PathBuf::new(),
-            stderr_path: PathBuf::new(),
-            env: Default::default(),
-            bindings: vec![],
-            pools: vec![],
             applications: apps
                 .into_iter()
                 .enumerate()
@@ -101,6 +91,7 @@ mod tests {
                 })
                 .collect(),
             placeholder_app_path: placeholder,
+            ..crate::test_support::host_spec()
         }
     }
 

@@ -324,21 +324,9 @@ impl PreparedRecycle {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::time::Duration;
 
     fn static_pool(root: &std::path::Path) -> Arc<Pool> {
-        let spec = PoolSpec {
-            name: "default".into(),
-            full_name: "nomad-a-t".into(),
-            start_mode: control::StartMode::OnDemand,
-            idle_timeout: Duration::ZERO,
-            periodic_restart: Duration::ZERO,
-            start_time_limit: Duration::from_secs(90),
-            shutdown_time_limit: Duration::from_secs(90),
-            disable_overlapped_recycle: false,
-            service_unavailable_response: UnavailableResponse::TcpLevel,
-            queue_length: 1000,
-        };
+        let spec = crate::test_support::pool_spec(UnavailableResponse::TcpLevel);
         let backend =
             StaticBackend::new(vec![((0, None), root.to_path_buf(), "app".into())]).unwrap();
         Pool::new(spec, PoolBackend::Static(backend))

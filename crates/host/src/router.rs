@@ -269,18 +269,9 @@ mod tests {
             bindings: (0..bindings.len()).collect(),
         }];
         let spec = HostSpec {
-            alloc_id: "a".into(),
-            task_name: "t".into(),
-            site_name: "s".into(),
-            runtime_dir: PathBuf::new(),
-            task_dir: PathBuf::new(),
-            stdout_path: PathBuf::new(),
-            stderr_path: PathBuf::new(),
-            env: Default::default(),
             bindings,
-            pools: vec![],
             applications: apps,
-            placeholder_app_path: None,
+            ..crate::test_support::host_spec()
         };
         Router::new(&spec, &plans)
     }

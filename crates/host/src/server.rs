@@ -401,21 +401,18 @@ fn plain(status: StatusCode) -> Response<Body> {
 mod tests {
     use super::*;
     use crate::host::Host;
-    use control::{ApplicationSpec, BindingSpec, HostSpec, PoolSpec};
+    use control::{ApplicationSpec, BindingSpec, HostSpec};
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
     fn spec(dir: &std::path::Path) -> HostSpec {
         std::fs::create_dir_all(dir.join("app")).unwrap();
         std::fs::write(dir.join("app/index.html"), "hello").unwrap();
         HostSpec {
-            alloc_id: "a".into(),
-            task_name: "t".into(),
             site_name: "nomad-a-t".into(),
             runtime_dir: dir.to_path_buf(),
             task_dir: dir.to_path_buf(),
             stdout_path: "/dev/null".into(),
             stderr_path: dir.join("stderr.log"),
-            env: Default::default(),
             bindings: vec![BindingSpec {
                 kind: BindingKind::Http,
                 ip_address: [127, 0, 0, 1].into(),
@@ -424,25 +421,16 @@ mod tests {
                 require_sni: false,
                 certificate: None,
             }],
-            pools: vec![PoolSpec {
-                name: "default".into(),
-                full_name: "nomad-a-t".into(),
-                start_mode: control::StartMode::OnDemand,
-                idle_timeout: Duration::ZERO,
-                periodic_restart: Duration::ZERO,
-                start_time_limit: Duration::from_secs(90),
-                shutdown_time_limit: Duration::from_secs(90),
-                disable_overlapped_recycle: false,
-                service_unavailable_response: UnavailableResponse::HttpLevel,
-                queue_length: 1000,
-            }],
+            pools: vec![crate::test_support::pool_spec(
+                UnavailableResponse::HttpLevel,
+            )],
             applications: vec![ApplicationSpec {
                 alias: "/".into(),
                 path: dir.join("app"),
                 pool: "default".into(),
                 virtual_directories: vec![],
             }],
-            placeholder_app_path: None,
+            ..crate::test_support::host_spec()
         }
     }
 
