@@ -114,6 +114,7 @@ pub fn resolve(task: &TaskConfig, ctx: &ResolveContext) -> Result<HostSpec, Conf
                     .service_unavailable_response
                     .unwrap_or(UnavailableResponse::HttpLevel),
                 queue_length: pool.queue_length.unwrap_or(DEFAULT_QUEUE_LENGTH),
+                identity: None,
             })
         })
         .collect::<Result<Vec<_>, ConfigError>>()?;
@@ -136,6 +137,7 @@ pub fn resolve(task: &TaskConfig, ctx: &ResolveContext) -> Result<HostSpec, Conf
                     path: under_task_dir(&ctx.task_dir, &dir.path),
                 })
                 .collect(),
+            process: None,
         })
         .collect();
 
@@ -315,6 +317,7 @@ mod tests {
                     disable_overlapped_recycle: false,
                     service_unavailable_response: UnavailableResponse::HttpLevel,
                     queue_length: 1000,
+                    identity: None,
                 },
                 PoolSpec {
                     name: "api".into(),
@@ -337,12 +340,14 @@ mod tests {
                         alias: "/img".into(),
                         path: PathBuf::from("/srv/images"),
                     }],
+                    process: None,
                 },
                 ApplicationSpec {
                     alias: "/api".into(),
                     path: PathBuf::from("/opt/api"),
                     pool: "api".into(),
                     virtual_directories: vec![],
+                    process: None,
                 },
             ]
         );

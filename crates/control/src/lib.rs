@@ -19,14 +19,52 @@
 
 pub mod client;
 pub mod protocol;
+pub mod registry;
 pub mod spec;
 
 pub use client::{Client, ClientError};
-pub use protocol::{Command, ExitRecord, HostStatus, PoolState, PoolStatus, Reply};
-pub use spec::{
-    ApplicationSpec, BindingKind, BindingSpec, CertificateSource, HostSpec, PoolSpec, StartMode,
-    UnavailableResponse, VirtualDirectorySpec,
+pub use protocol::{
+    ApplicationKind, ApplicationStatus, Command, ExitRecord, HostStatus, PROTOCOL_VERSION,
+    PoolState, PoolStatus, Reply, WorkerStatus,
 };
+pub use registry::{RegisteredTask, TaskRegistry};
+pub use spec::{
+    ApplicationSpec, BindingKind, BindingSpec, CertificateSource, HostSpec, PoolSpec, ProcessSpec,
+    StartMode, UnavailableResponse, VirtualDirectorySpec, WorkerIdentity,
+};
+
+/// Exit codes of a site host, part of the contract: the driver and standalone mode report them.
+pub mod exit_code {
+    /// Graceful stop: control `Shutdown`, SIGTERM, SIGINT or the caller's shutdown future.
+    pub const OK: i32 = 0;
+    /// Anything that is neither a configuration nor a bind problem.
+    pub const FAILURE: i32 = 1;
+    /// The spec, a certificate, an application folder or its `web.config` is unusable.
+    pub const CONFIG: i32 = 2;
+    /// A listen address could not be bound.
+    pub const BIND: i32 = 3;
+    /// Rapid-fail protection stopped a pool; the reason names the pool and its last worker exit.
+    pub const POOL_FAILED: i32 = 4;
+}
+
+/// How long a caller waits for the reply to `command` from a host running `spec`: a recycle or
+/// start may wait for workers to start (`start_time_limit`) and old ones to stop
+/// (`shutdown_time_limit`); a shutdown drains for its grace.
+pub fn command_deadline(command: &Command, spec: &HostSpec) -> std::time::Duration {
+    use std::time::Duration;
+    let base = Duration::from_secs(10);
+    let longest =
+        |f: fn(&PoolSpec) -> Duration| spec.pools.iter().map(f).max().unwrap_or(Duration::ZERO);
+    match command {
+        Command::Status => base,
+        Command::StartPool { .. } => base + longest(|p| p.start_time_limit),
+        Command::StopPool { .. } => base + longest(|p| p.shutdown_time_limit),
+        Command::RecyclePool { .. } => {
+            base + longest(|p| p.start_time_limit) + longest(|p| p.shutdown_time_limit)
+        }
+        Command::Shutdown { grace } => base + *grace,
+    }
+}
 
 /// File name of the control socket inside a host's runtime folder.
 pub const CONTROL_SOCKET: &str = "control.sock";

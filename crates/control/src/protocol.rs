@@ -7,6 +7,15 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+/// Version of the control protocol this crate speaks. A host reports its own in
+/// [`HostStatus::protocol`]; hosts from before versioning report nothing and read as 1.
+/// Version 2 added worker processes, application status, warnings and per-pool counters.
+pub const PROTOCOL_VERSION: u32 = 2;
+
+fn protocol_v1() -> u32 {
+    1
+}
+
 /// A request to the host. Pool-scoped verbs act on every pool when `pool` is `None`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case", tag = "command")]
@@ -78,6 +87,69 @@ pub struct PoolStatus {
     pub worker_pids: Vec<u32>,
     /// How many times it was recycled since the host started.
     pub recycles: u64,
+    /// Its running workers, one per process application while started.
+    #[serde(default)]
+    pub workers: Vec<WorkerStatus>,
+    /// Worker processes started since the host started.
+    #[serde(default)]
+    pub worker_starts: u64,
+    /// Worker failures (crash, start time limit) since the host started; rapid-fail protection
+    /// counts the recent ones.
+    #[serde(default)]
+    pub worker_failures: u64,
+    /// The last worker exit, e.g. `worker 1234 of /api exited with code 3`.
+    #[serde(default)]
+    pub last_worker_exit: Option<String>,
+    /// `true` for a pool that serves only static files (its process is the host itself).
+    #[serde(default)]
+    pub is_static: bool,
+}
+
+impl PoolStatus {
+    /// Whether at least one worker process runs (IIS's `isWorkerProcessRunning`).
+    pub fn is_worker_running(&self) -> bool {
+        !self.worker_pids.is_empty()
+    }
+}
+
+/// One running worker process.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WorkerStatus {
+    /// Its pid.
+    pub pid: u32,
+    /// Alias of the application it serves.
+    pub application: String,
+    /// Loopback port it listens on.
+    pub port: u16,
+    /// When it was started, milliseconds since the Unix epoch.
+    pub started_at_ms: u64,
+}
+
+/// What serves an application.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ApplicationKind {
+    /// Static files.
+    Static,
+    /// A worker from `web.config`'s `<aspNetCore>` (ASP.NET Core Module, out of process).
+    AspNetCore,
+    /// A worker from `web.config`'s `<httpPlatform>` (HttpPlatformHandler).
+    HttpPlatform,
+    /// A worker from the job's `process {}` block.
+    Process,
+}
+
+/// One application of the site.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ApplicationStatus {
+    /// Normalised alias.
+    pub alias: String,
+    /// Short pool name.
+    pub pool: String,
+    /// Absolute folder.
+    pub path: std::path::PathBuf,
+    /// What serves it.
+    pub kind: ApplicationKind,
 }
 
 /// The host's status.
@@ -94,6 +166,17 @@ pub struct HostStatus {
     /// Access-log lines dropped because nobody read the stdout FIFO.
     #[serde(default)]
     pub dropped_log_lines: u64,
+    /// The control protocol version of the host ([`PROTOCOL_VERSION`]; 1 for older hosts).
+    #[serde(default = "protocol_v1")]
+    pub protocol: u32,
+    /// Its applications (empty from a version 1 host).
+    #[serde(default)]
+    pub applications: Vec<ApplicationStatus>,
+    /// Things the operator should know that did not stop the host, e.g.
+    /// `application[0]: hostingModel="inprocess" runs out of process on Linux`. The driver
+    /// turns each into a task event once.
+    #[serde(default)]
+    pub warnings: Vec<String>,
 }
 
 /// Written as `exit.json` into the runtime folder just before the host exits, so a waiter that is

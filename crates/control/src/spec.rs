@@ -136,6 +136,38 @@ pub struct PoolSpec {
     pub service_unavailable_response: UnavailableResponse,
     /// Requests that may wait for a worker.
     pub queue_length: u32,
+    /// The user and group the pool's worker processes run as; `None` = the host's own user
+    /// (the plugin is not root, or no identity applies). Resolved by the driver.
+    #[serde(default)]
+    pub identity: Option<WorkerIdentity>,
+}
+
+/// The Unix identity of a pool's workers, resolved from the job's `identity` by the driver.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WorkerIdentity {
+    /// User id.
+    pub uid: u32,
+    /// Primary group id.
+    pub gid: u32,
+    /// What the job asked for and how it was mapped, for status and logs, e.g.
+    /// `ApplicationPoolIdentity (uid 61234)` or `SpecificUser www-data`.
+    pub description: String,
+}
+
+/// A worker process named explicitly by the job's `process {}` block (this project's
+/// extension); without it, the application folder's `web.config` decides.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProcessSpec {
+    /// Program: a path relative to the application folder (`./app`), absolute, or a bare name
+    /// looked up on the PATH.
+    pub command: String,
+    /// Arguments; `%PORT%`, `%HTTP_PLATFORM_PORT%` and `%ASPNETCORE_PORT%` are replaced by the
+    /// worker's port.
+    #[serde(default)]
+    pub args: Vec<String>,
+    /// Extra environment, over the task's.
+    #[serde(default)]
+    pub env: BTreeMap<String, String>,
 }
 
 /// An application under a path alias, served by one pool.
@@ -150,6 +182,10 @@ pub struct ApplicationSpec {
     /// Folders mapped below this application.
     #[serde(default)]
     pub virtual_directories: Vec<VirtualDirectorySpec>,
+    /// An explicit worker process (the job's `process {}` block). `None`: a worker when the
+    /// folder's `web.config` has `<aspNetCore>` or `<httpPlatform>`, else static files.
+    #[serde(default)]
+    pub process: Option<ProcessSpec>,
 }
 
 /// A folder mapped at `alias` below its application's alias.

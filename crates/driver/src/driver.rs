@@ -1181,6 +1181,7 @@ mod tests {
                 disable_overlapped_recycle: false,
                 service_unavailable_response: control::UnavailableResponse::HttpLevel,
                 queue_length: 1000,
+                identity: None,
             })
             .into_iter()
             .collect();

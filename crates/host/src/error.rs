@@ -11,13 +11,13 @@ use std::path::PathBuf;
 use control::ExitRecord;
 
 /// Graceful stop: control `Shutdown`, SIGTERM, SIGINT or the caller's shutdown future.
-pub const EXIT_OK: i32 = 0;
+pub const EXIT_OK: i32 = control::exit_code::OK;
 /// Anything that is neither a configuration nor a bind problem.
-pub const EXIT_FAILURE: i32 = 1;
+pub const EXIT_FAILURE: i32 = control::exit_code::FAILURE;
 /// The spec, a certificate or an application folder is unusable.
-pub const EXIT_CONFIG: i32 = 2;
+pub const EXIT_CONFIG: i32 = control::exit_code::CONFIG;
 /// A listen address could not be bound.
-pub const EXIT_BIND: i32 = 3;
+pub const EXIT_BIND: i32 = control::exit_code::BIND;
 
 /// Why a host could not start. The message names the field, file or address at fault.
 #[derive(Debug, thiserror::Error)]

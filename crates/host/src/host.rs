@@ -82,6 +82,9 @@ impl HostState {
             listening: self.listening.iter().map(|a| a.to_string()).collect(),
             pools: self.pools.iter().map(|p| p.status()).collect(),
             dropped_log_lines: self.access_log.dropped(),
+            protocol: control::PROTOCOL_VERSION,
+            applications: Vec::new(),
+            warnings: Vec::new(),
         }
     }
 

@@ -88,6 +88,7 @@ mod tests {
                     path,
                     pool: "default".into(),
                     virtual_directories: vec![],
+                    process: None,
                 })
                 .collect(),
             placeholder_app_path: placeholder,

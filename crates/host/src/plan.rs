@@ -227,6 +227,7 @@ mod tests {
             disable_overlapped_recycle: false,
             service_unavailable_response: control::UnavailableResponse::HttpLevel,
             queue_length: 1000,
+            identity: None,
         }
     }
 
@@ -247,6 +248,7 @@ mod tests {
                 path: PathBuf::from("/tmp/t/app"),
                 pool: "default".into(),
                 virtual_directories: vec![],
+                process: None,
             }],
             placeholder_app_path: None,
         }

@@ -280,6 +280,11 @@ impl Pool {
             state: control.state,
             worker_pids: Vec::new(),
             recycles: control.recycles,
+            workers: Vec::new(),
+            worker_starts: 0,
+            worker_failures: 0,
+            last_worker_exit: None,
+            is_static: true,
         }
     }
 

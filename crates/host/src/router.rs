@@ -259,6 +259,7 @@ mod tests {
                     path: PathBuf::from("/srv/v"),
                 })
                 .collect(),
+            process: None,
         }
     }
 

@@ -429,6 +429,7 @@ mod tests {
                 path: dir.join("app"),
                 pool: "default".into(),
                 virtual_directories: vec![],
+                process: None,
             }],
             ..crate::test_support::host_spec()
         }

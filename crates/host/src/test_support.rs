@@ -36,5 +36,6 @@ pub(crate) fn pool_spec(unavailable: UnavailableResponse) -> PoolSpec {
         disable_overlapped_recycle: false,
         service_unavailable_response: unavailable,
         queue_length: 1000,
+        identity: None,
     }
 }

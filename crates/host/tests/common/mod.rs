@@ -46,6 +46,7 @@ pub fn pool(name: &str) -> PoolSpec {
         disable_overlapped_recycle: false,
         service_unavailable_response: UnavailableResponse::HttpLevel,
         queue_length: 1000,
+        identity: None,
     }
 }
 
@@ -94,6 +95,7 @@ impl Site {
                 path: app,
                 pool: "default".into(),
                 virtual_directories: vec![],
+                process: None,
             }],
             placeholder_app_path: None,
         };
@@ -119,6 +121,7 @@ impl Site {
             path: self.path(folder),
             pool: pool.into(),
             virtual_directories: vec![],
+            process: None,
         });
     }
 
