@@ -44,8 +44,6 @@ const MAX_LINE: usize = 16 * 1024;
 pub(crate) struct WorkerConfig {
     /// What serves the application (`Process`, `AspNetCore`, `HttpPlatform`).
     pub kind: ApplicationKind,
-    /// Index of the application in the spec, for messages.
-    pub application: usize,
     /// Normalised alias (`ASPNETCORE_APPL_PATH`).
     pub alias: String,
     /// The application folder: working folder and base of relative paths.
@@ -131,7 +129,6 @@ impl WorkerConfig {
         let pool_shutdown = pool.map_or(Duration::from_secs(90), |p| p.shutdown_time_limit);
         let base = |kind, command| WorkerConfig {
             kind,
-            application: index,
             alias: crate::plan::normalised_alias(&app.alias),
             app_dir: app.path.clone(),
             command,
