@@ -17,6 +17,8 @@
 //! - `placeholder`: creates application folders and fills empty ones.
 //! - `router`: host header and path alias → application, virtual directory, remainder.
 //! - `pool`: pool state machine, admission and in-flight counting, the static backend.
+//! - `proxy`: the reverse proxy to worker processes (forwarded headers, token, streaming,
+//!   WebSocket upgrades, 502/504).
 //! - `server`: binding, accept loops, HTTP/1.1 + HTTP/2, the request handler, draining.
 //! - `access_log`: the access log line and the body wrapper that writes it.
 //! - `log_sink`: non-blocking line output to FIFOs and files.
@@ -45,6 +47,9 @@ mod log_sink;
 mod placeholder;
 mod plan;
 mod pool;
+// Used by the worker backend; until it is wired in, only the tests call it.
+#[allow(dead_code)]
+mod proxy;
 mod router;
 mod server;
 #[cfg(test)]
