@@ -68,11 +68,20 @@ pub(crate) struct HostState {
     /// Whether listener `i` speaks TLS (`X-Forwarded-Proto`).
     pub listener_tls: Vec<bool>,
     /// The reverse proxy to workers, with its pooled upstream connections.
-    pub proxy: Proxy,
+    pub proxy: ProxyHandle,
     /// Warnings for the operator (status `warnings`), e.g. an in-process hosting model.
     warnings: std::sync::Mutex<Vec<String>>,
     /// The first shutdown request wins; `wait` watches it.
     shutdown: watch::Sender<Option<ShutdownRequest>>,
+}
+
+/// The proxy, shown in the state's `Debug` output by name only.
+pub(crate) struct ProxyHandle(pub Proxy);
+
+impl std::fmt::Debug for ProxyHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Proxy")
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -371,7 +380,7 @@ impl Host {
             notices,
             listening,
             listener_tls,
-            proxy: Proxy::new(),
+            proxy: ProxyHandle(Proxy::new()),
             warnings: std::sync::Mutex::new(Vec::new()),
             shutdown,
         });

@@ -22,7 +22,8 @@
 //! - `worker`: one worker process: configuration (`process {}` or `web.config`), port,
 //!   environment, readiness, output, stop.
 //! - `os`: the pre-`exec` code of worker children (the crate's only `unsafe`).
-//! - `proxy`: the reverse proxy to workers (pooled keep-alive upstream connections).
+//! - `proxy`: the reverse proxy to worker processes (forwarded headers, token, streaming,
+//!   WebSocket upgrades, 502/504, pooled keep-alive upstream connections).
 //! - `server`: binding, accept loops, HTTP/1.1 + HTTP/2, the request handler, draining.
 //! - `access_log`: the access log line and the body wrapper that writes it.
 //! - `log_sink`: non-blocking line output to FIFOs and files.

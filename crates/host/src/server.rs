@@ -372,6 +372,7 @@ async fn handle(
         let request = Request::from_parts(parts, body);
         let response = state
             .proxy
+            .0
             .forward(request, &lease.worker().target, &info)
             .await;
         // The worker is not stopped by a recycle before this response is complete.

@@ -72,6 +72,9 @@ pub(crate) struct WorkerConfig {
     pub identity: Option<(u32, u32)>,
 }
 
+/// Program, arguments and the application's variables of one worker.
+type LaunchLine = (PathBuf, Vec<String>, Vec<(String, String)>);
+
 /// How a worker's command line is made.
 #[derive(Debug, Clone)]
 pub(crate) enum CommandLine {
@@ -160,7 +163,7 @@ impl WorkerConfig {
                     detail: format!(
                         "the application folder's web.config already names a worker \
                          (<{}>); use one or the other",
-                        module_element(definition.module)
+                        definition.module.element()
                     ),
                 });
             }
@@ -226,8 +229,8 @@ impl WorkerConfig {
         Ok(Some((config, warnings)))
     }
 
-    /// Program and arguments for a worker on `port`.
-    fn command_for(&self, port: u16) -> Result<(PathBuf, Vec<String>), String> {
+    /// Program, arguments and application variables for a worker on `port`.
+    fn command_for(&self, port: u16) -> Result<LaunchLine, String> {
         match &self.command {
             CommandLine::Explicit { program, args } => {
                 let program = if program.contains('/') && !program.starts_with('/') {
@@ -244,11 +247,12 @@ impl WorkerConfig {
                             .replace("%ASPNETCORE_PORT%", &port)
                     })
                     .collect();
-                Ok((program, args))
+                Ok((program, args, self.app_env.clone()))
             }
             CommandLine::WebConfig(definition) => {
+                // `<environmentVariables>` come back with the port placeholders substituted.
                 webconfig::resolve_command(definition, &self.app_dir, port)
-                    .map(|c| (c.program, c.args))
+                    .map(|c| (c.program, c.args, c.env))
                     .map_err(|e| e.to_string())
             }
         }
@@ -256,9 +260,14 @@ impl WorkerConfig {
 
     /// The worker's environment: the task's, the application's, then what the module sets
     /// (which wins, as with IIS).
-    fn environment(&self, port: u16, token: Option<&str>) -> Vec<(String, String)> {
+    fn environment(
+        &self,
+        app_env: &[(String, String)],
+        port: u16,
+        token: Option<&str>,
+    ) -> Vec<(String, String)> {
         let mut env = self.task_env.clone();
-        env.extend(self.app_env.iter().cloned());
+        env.extend(app_env.iter().cloned());
         let port = port.to_string();
         let mut set = |name: &str, value: String| env.push((name.to_string(), value));
         set("PORT", port.clone());
@@ -280,8 +289,7 @@ impl WorkerConfig {
                     set("ASPNETCORE_ANCM_HTTPS_PORT", https.to_string());
                 }
                 const INTEGRATION: &str = "Microsoft.AspNetCore.Server.IISIntegration";
-                let existing = self
-                    .app_env
+                let existing = app_env
                     .iter()
                     .chain(self.task_env.iter())
                     .find(|(k, _)| k.eq_ignore_ascii_case("ASPNETCORE_HOSTINGSTARTUPASSEMBLIES"))
@@ -303,13 +311,6 @@ impl WorkerConfig {
             ApplicationKind::Process | ApplicationKind::Static => {}
         }
         env
-    }
-}
-
-fn module_element(module: webconfig::Module) -> &'static str {
-    match module {
-        webconfig::Module::AspNetCore => "aspNetCore",
-        webconfig::Module::HttpPlatform => "httpPlatform",
     }
 }
 
@@ -355,14 +356,14 @@ impl Worker {
             StartFailure(format!("cannot pick a port for {}: {e}", config.alias))
         })?;
         let token = matches!(config.kind, ApplicationKind::AspNetCore).then(random_token);
-        let (program, args) = config
+        let (program, args, app_env) = config
             .command_for(port)
             .map_err(|e| StartFailure(format!("{}: {e}", config.alias)))?;
         let mut command = tokio::process::Command::new(&program);
         command
             .args(&args)
             .current_dir(&config.app_dir)
-            .envs(config.environment(port, token.as_deref()))
+            .envs(config.environment(&app_env, port, token.as_deref()))
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
