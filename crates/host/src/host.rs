@@ -37,9 +37,9 @@ use crate::log_sink::LogSink;
 use crate::placeholder::prepare_application_folders;
 use crate::pool::{Pool, PoolContext, PoolEvent, SiteKey, StaticBackend, load_worker_configs};
 use crate::proxy::Proxy;
-use crate::worker::OutputSinks;
 use crate::router::Router;
 use crate::server::{self, Connections};
+use crate::worker::OutputSinks;
 use crate::{control_server, plan, tls};
 
 /// The longest drain a signal or the caller's shutdown future gets (a control `Shutdown`
@@ -170,9 +170,8 @@ impl HostState {
                     self.notice(format!("pool {pool}: worker failure: {text}"))
                 }
                 PoolEvent::RapidFail { pool, last_exit } => {
-                    let reason = format!(
-                        "pool {pool} stopped by rapid-fail protection: {last_exit}"
-                    );
+                    let reason =
+                        format!("pool {pool} stopped by rapid-fail protection: {last_exit}");
                     self.notice(reason.clone());
                     self.request_shutdown(
                         Duration::from_secs(5),

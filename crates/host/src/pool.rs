@@ -328,7 +328,10 @@ impl AppWorkers {
     }
 
     fn config(&self) -> Option<Arc<WorkerConfig>> {
-        self.config.lock().unwrap_or_else(|e| e.into_inner()).clone()
+        self.config
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 
     fn set_config(&self, config: Option<Arc<WorkerConfig>>) {
@@ -507,7 +510,10 @@ impl Pool {
                 let limit = pool.spec.shutdown_time_limit;
                 old.drain(limit).await;
                 let text = old.stop(worker_shutdown_limit(app, limit)).await;
-                pool.send(PoolEvent::Notice(format!("pool {}: {text} (recycle)", pool.name())));
+                pool.send(PoolEvent::Notice(format!(
+                    "pool {}: {text} (recycle)",
+                    pool.name()
+                )));
             }
             let result = match app.config() {
                 Some(config) => pool.start_worker(&config).await,
@@ -707,7 +713,10 @@ impl Pool {
             return;
         }
         control.generation += 1;
-        let has_workers = self.apps.iter().any(|a| a.running().is_some() || a.lock().starting.is_some());
+        let has_workers = self
+            .apps
+            .iter()
+            .any(|a| a.running().is_some() || a.lock().starting.is_some());
         if self.in_flight.load(Ordering::SeqCst) == 0 && !has_workers {
             control.state = PoolState::Stopped;
             return;
@@ -745,7 +754,10 @@ impl Pool {
             }
         }
         for text in futures::future::join_all(stops).await {
-            self.send(PoolEvent::Notice(format!("pool {}: {text} ({why})", self.name())));
+            self.send(PoolEvent::Notice(format!(
+                "pool {}: {text} ({why})",
+                self.name()
+            )));
         }
     }
 
@@ -826,7 +838,10 @@ impl Pool {
             worker_starts: control.worker_starts,
             worker_failures: control.worker_failures,
             last_worker_exit: control.last_worker_exit.clone(),
-            is_static: !self.apps.iter().any(|a| a.is_worker.load(Ordering::Relaxed)),
+            is_static: !self
+                .apps
+                .iter()
+                .any(|a| a.is_worker.load(Ordering::Relaxed)),
         }
     }
 
@@ -1000,10 +1015,12 @@ impl Pool {
             return start.await.map_err(|e| format!("{}: {e}", config.alias));
         }
         let epoch = app.lock().epoch;
-        let new = self
-            .start_worker(&config)
-            .await
-            .map_err(|e| format!("{}: new worker failed, the old one keeps serving: {e}", config.alias))?;
+        let new = self.start_worker(&config).await.map_err(|e| {
+            format!(
+                "{}: new worker failed, the old one keeps serving: {e}",
+                config.alias
+            )
+        })?;
         let replaced = {
             let mut slot = app.lock();
             if slot.epoch != epoch || !self.accepts_starts() {
@@ -1014,7 +1031,10 @@ impl Pool {
         };
         let Some(previous) = replaced else {
             new.kill();
-            return Err(format!("{}: the pool stopped during the recycle", config.alias));
+            return Err(format!(
+                "{}: the pool stopped during the recycle",
+                config.alias
+            ));
         };
         self.watch(position, new);
         if let Some(previous) = previous {

@@ -37,11 +37,11 @@ use tokio_util::task::TaskTracker;
 use control::{BindingKind, UnavailableResponse};
 
 use crate::access_log::{Entry, ResponseBody};
-use crate::proxy::ForwardInfo;
 use crate::error::{StartupError, describe_io};
 use crate::host::HostState;
 use crate::plan::ListenerPlan;
 use crate::pool::{Admission, Body, NoWorker};
+use crate::proxy::ForwardInfo;
 use crate::router::Miss;
 
 /// Pending connections the kernel queues per listener.

@@ -190,11 +190,9 @@ impl WorkerConfig {
                 };
                 // Resolved once now so a development web.config (%LAUNCHER_PATH%) or a missing
                 // program fails the start (or the recycle) with a clear message.
-                webconfig::resolve_command(&definition, &app.path, 0).map_err(|e| {
-                    ConfigError {
-                        field: format!("application[{index}].path"),
-                        detail: format!("{}: {e}", web_config_path.display()),
-                    }
+                webconfig::resolve_command(&definition, &app.path, 0).map_err(|e| ConfigError {
+                    field: format!("application[{index}].path"),
+                    detail: format!("{}: {e}", web_config_path.display()),
                 })?;
                 if definition.inprocess {
                     warnings.push(format!(
@@ -209,14 +207,13 @@ impl WorkerConfig {
                     config.start_time_limit = pool_start.min(definition.startup_time_limit);
                 }
                 if !definition.shutdown_time_limit.is_zero() {
-                    config.shutdown_time_limit =
-                        pool_shutdown.min(definition.shutdown_time_limit);
+                    config.shutdown_time_limit = pool_shutdown.min(definition.shutdown_time_limit);
                 }
                 if !definition.request_timeout.is_zero() {
                     config.request_timeout = definition.request_timeout;
                 }
-                config.rapid_fails_per_minute =
-                    (definition.rapid_fails_per_minute > 0).then_some(definition.rapid_fails_per_minute);
+                config.rapid_fails_per_minute = (definition.rapid_fails_per_minute > 0)
+                    .then_some(definition.rapid_fails_per_minute);
                 config.startup_retry_count = definition.startup_retry_count;
                 if definition.stdout_log_enabled {
                     let file = definition.stdout_log_file.replace('\\', "/");
@@ -351,10 +348,12 @@ pub(crate) struct StartFailure(pub String);
 impl Worker {
     /// Starts one worker and waits until it accepts connections, exits, or the start time limit
     /// passes (then it is killed).
-    pub async fn start(config: &WorkerConfig, sinks: &OutputSinks) -> Result<Arc<Worker>, StartFailure> {
-        let port = pick_port().map_err(|e| {
-            StartFailure(format!("cannot pick a port for {}: {e}", config.alias))
-        })?;
+    pub async fn start(
+        config: &WorkerConfig,
+        sinks: &OutputSinks,
+    ) -> Result<Arc<Worker>, StartFailure> {
+        let port = pick_port()
+            .map_err(|e| StartFailure(format!("cannot pick a port for {}: {e}", config.alias)))?;
         let token = matches!(config.kind, ApplicationKind::AspNetCore).then(random_token);
         let (program, args, app_env) = config
             .command_for(port)
@@ -437,7 +436,10 @@ impl Worker {
             if let Some(text) = exit.borrow_and_update().clone() {
                 return Err(format!("{text} before accepting connections"));
             }
-            if tokio::net::TcpStream::connect(self.target.addr).await.is_ok() {
+            if tokio::net::TcpStream::connect(self.target.addr)
+                .await
+                .is_ok()
+            {
                 return Ok(());
             }
             let now = Instant::now();
@@ -533,7 +535,9 @@ impl Worker {
             Err(_) => {
                 self.signal(Signal::SIGKILL);
                 let text = self.exited().await;
-                Arc::from(format!("{text} (killed after the shutdown time limit of {limit:?})"))
+                Arc::from(format!(
+                    "{text} (killed after the shutdown time limit of {limit:?})"
+                ))
             }
         }
     }
@@ -579,7 +583,8 @@ fn describe_exit(pid: u32, alias: &str, status: ExitStatus) -> String {
     match (status.code(), status.signal()) {
         (Some(code), _) => format!("worker {pid} of {alias} exited with code {code}"),
         (None, Some(signal)) => {
-            let name = Signal::try_from(signal).map_or_else(|_| signal.to_string(), |s| s.as_str().to_string());
+            let name = Signal::try_from(signal)
+                .map_or_else(|_| signal.to_string(), |s| s.as_str().to_string());
             format!("worker {pid} of {alias} was killed by signal {name}")
         }
         (None, None) => format!("worker {pid} of {alias} exited ({status})"),
@@ -603,7 +608,8 @@ fn random_token() -> String {
         let nanos = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| d.as_nanos());
-        let mixed = nanos ^ (u128::from(std::process::id()) << 64)
+        let mixed = nanos
+            ^ (u128::from(std::process::id()) << 64)
             ^ (COUNTER.fetch_add(1, Ordering::Relaxed) as u128) << 96;
         bytes = mixed.to_le_bytes();
     }
@@ -619,7 +625,10 @@ async fn open_stdout_log(prefix: &Path, pid: u32) -> Option<tokio::fs::File> {
         .unwrap_or_default();
     let name = format!(
         "{}_{stamp}_{pid}.log",
-        prefix.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default()
+        prefix
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default()
     );
     let path = prefix.with_file_name(name);
     if let Some(folder) = path.parent() {
