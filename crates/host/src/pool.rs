@@ -303,11 +303,14 @@ fn with_causes(error: &dyn std::error::Error) -> String {
     text
 }
 
+/// Worker configurations of a pool's applications (`None`: static files) and their warnings.
+pub(crate) type WorkerConfigs = (Vec<Option<Arc<WorkerConfig>>>, Vec<String>);
+
 /// The worker configurations of `applications`, and the warnings they bring.
 pub(crate) fn load_worker_configs(
     spec: &HostSpec,
     applications: &[usize],
-) -> Result<(Vec<Option<Arc<WorkerConfig>>>, Vec<String>), ConfigError> {
+) -> Result<WorkerConfigs, ConfigError> {
     let mut configs = Vec::with_capacity(applications.len());
     let mut warnings = Vec::new();
     for &index in applications {
@@ -601,7 +604,8 @@ impl Pool {
             if pool.spec.start_mode == StartMode::AlwaysRunning && pool.accepts_starts() {
                 let mut slot = app.lock();
                 if slot.current.is_none() && slot.starting.is_none() {
-                    let _ = pool.begin_start(position, &mut slot, None);
+                    // The start runs in its own task; nobody waits for it here.
+                    drop(pool.begin_start(position, &mut slot, None));
                 }
             }
         });
