@@ -7,12 +7,13 @@
 //!   attempt gets a new port.
 //! - **Ready** means it accepts a TCP connection on its port. A worker that exits first or
 //!   is not ready within the start time limit is killed; that attempt is a failed start.
-//! - **Process**: its own process group (stops reach the programs it starts), working folder
-//!   the application folder, stdin `/dev/null`, SIGKILL when the host dies (`os`), the pool's
-//!   identity when the host is root. stdout and stderr are read line by line into the host's
+//! - **Process**: in the host's process group (the driver sweeps that group when the host
+//!   has exited, taking anything a worker started along), working folder the application
+//!   folder, stdin `/dev/null`, SIGKILL when the host dies (`os`), the pool's identity when
+//!   the host is root. stdout and stderr are read line by line into the host's
 //!   stdout and stderr sinks, and with `stdoutLogEnabled` also into
 //!   `<stdoutLogFile>_<yyyyMMddHHmmss>_<pid>.log`.
-//! - **Stop**: SIGTERM to its group, SIGKILL after the shutdown time limit.
+//! - **Stop**: SIGTERM, SIGKILL after the shutdown time limit.
 
 use std::path::{Path, PathBuf};
 use std::process::{ExitStatus, Stdio};
@@ -323,7 +324,7 @@ pub(crate) struct OutputSinks {
 /// A running (or exited) worker process.
 #[derive(Debug)]
 pub(crate) struct Worker {
-    /// Its pid (and process group id).
+    /// Its pid.
     pub pid: u32,
     /// Where the proxy sends its requests.
     pub target: UpstreamTarget,
@@ -366,7 +367,6 @@ impl Worker {
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
-            .process_group(0)
             .kill_on_drop(true);
         if let Some((uid, gid)) = config.identity
             && nix::unistd::geteuid().is_root()
@@ -519,8 +519,7 @@ impl Worker {
         if self.pid == 0 {
             return;
         }
-        // The whole group: a worker started through a shell or `npm` takes its children along.
-        let _ = nix::sys::signal::killpg(Pid::from_raw(self.pid as i32), signal);
+        let _ = nix::sys::signal::kill(Pid::from_raw(self.pid as i32), signal);
     }
 
     /// SIGTERM, then SIGKILL when it has not exited within `limit`; returns how it exited.
@@ -546,16 +545,6 @@ impl Worker {
     pub fn kill(&self) {
         self.stopping.store(true, Ordering::SeqCst);
         self.signal(Signal::SIGKILL);
-    }
-}
-
-impl Drop for Worker {
-    fn drop(&mut self) {
-        // Its group may hold programs the worker started; the worker itself is killed by
-        // `kill_on_drop` when its waiter goes.
-        if !self.has_exited() {
-            self.signal(Signal::SIGKILL);
-        }
     }
 }
 
