@@ -879,3 +879,38 @@ async fn an_uploaded_web_config_turns_a_static_app_into_a_worker_at_recycle() {
     assert_eq!(status, StatusCode::OK);
     assert!(body.starts_with("worker "), "{body}");
 }
+
+#[tokio::test]
+async fn workers_run_as_the_pool_identity_when_the_host_is_root() {
+    use std::os::unix::fs::PermissionsExt;
+    let mut site = worker_site("serve");
+    site.spec.pools[0].start_mode = StartMode::AlwaysRunning;
+    site.spec.pools[0].identity = Some(control::WorkerIdentity {
+        uid: 65534,
+        gid: 65534,
+        description: "LocalService (nobody)".into(),
+    });
+    // The identity must reach its application folder.
+    std::fs::set_permissions(site.dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let host = start(site.spec.clone()).await;
+    let pid = running_worker(&host).await;
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let field = |name: &str| {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(name))
+            .unwrap_or_default()
+            .split_whitespace()
+            .collect::<Vec<_>>()
+            .join(" ")
+    };
+    if nix::unistd::geteuid().is_root() {
+        assert_eq!(field("Uid:"), "65534 65534 65534 65534");
+        assert_eq!(field("Gid:"), "65534 65534 65534 65534");
+        assert_eq!(field("Groups:"), "", "supplementary groups were kept");
+    } else {
+        // Without root the host cannot switch users: workers run as the host's own.
+        let me = nix::unistd::geteuid().as_raw().to_string();
+        assert_eq!(field("Uid:").split(' ').next(), Some(me.as_str()));
+    }
+}
