@@ -18,6 +18,8 @@
 //! - `router`: host header and path alias → application, virtual directory, remainder.
 //! - `pool`: pool state machine, admission and in-flight counting, the static backend.
 //! - `server`: binding, accept loops, HTTP/1.1 + HTTP/2, the request handler, draining.
+//! - `strict`: requests refused before routing (RFC 9112 / nginx strictness), the log line
+//!   for requests hyper refuses itself.
 //! - `access_log`: the access log line and the body wrapper that writes it.
 //! - `log_sink`: non-blocking line output to FIFOs and files.
 //! - `control_server`: the unix-socket control API.
@@ -47,6 +49,7 @@ mod plan;
 mod pool;
 mod router;
 mod server;
+mod strict;
 #[cfg(test)]
 mod test_support;
 mod tls;
