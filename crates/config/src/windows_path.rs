@@ -109,7 +109,14 @@ mod tests {
         ] {
             assert_eq!(windows_path_kind(path), Some(kind), "{path}");
         }
-        for path in ["local/site", "/srv/www", "local/a:b", "//srv/www", "ab:/x", "C"] {
+        for path in [
+            "local/site",
+            "/srv/www",
+            "local/a:b",
+            "//srv/www",
+            "ab:/x",
+            "C",
+        ] {
             assert_eq!(windows_path_kind(path), None, "{path}");
         }
     }

@@ -112,7 +112,8 @@ pub struct Options {
     /// The cache's total size; default 64 MiB.
     pub cache_max_total: u64,
     /// File names tried, in order, for a directory request; default `index.html`, `index.htm`,
-    /// `default.htm`, `default.html`.
+    /// `default.htm`, `default.html`, `iisstart.htm` (IIS's start page, which the site host
+    /// writes into an empty application folder).
     pub default_documents: Vec<String>,
 }
 
@@ -121,9 +122,15 @@ impl Default for Options {
         Options {
             cache_max_file_size: 256 * 1024,
             cache_max_total: 64 * 1024 * 1024,
-            default_documents: ["index.html", "index.htm", "default.htm", "default.html"]
-                .map(String::from)
-                .to_vec(),
+            default_documents: [
+                "index.html",
+                "index.htm",
+                "default.htm",
+                "default.html",
+                "iisstart.htm",
+            ]
+            .map(String::from)
+            .to_vec(),
         }
     }
 }
