@@ -31,7 +31,7 @@ fn last_name(value: &str) -> Option<&str> {
     value
         .split(['\\', '/'])
         .rev()
-        .find(|s| !s.is_empty() && !(s.len() == 2 && s.ends_with(':')))
+        .find(|s| !(s.is_empty() || s.len() == 2 && s.ends_with(':')))
 }
 
 /// Fails at `field` when `value` is a Windows path. `relative_example` is what a path relative to
