@@ -162,6 +162,14 @@ impl DriverConfig {
             }),
         };
 
+        let placeholder_app_path = root
+            .field("placeholder_app_path")?
+            .string()?
+            .filter(|s| !s.is_empty());
+        if let Some(path) = &placeholder_app_path {
+            crate::windows_path::check("placeholder_app_path", path, None)?;
+        }
+
         Ok(Self {
             enabled: root.field("enabled")?.bool()?.unwrap_or(defaults.enabled),
             fingerprint_interval,
@@ -178,11 +186,7 @@ impl DriverConfig {
                 .field("allowed_apppool_users")?
                 .strings()?
                 .unwrap_or_default(),
-            placeholder_app_path: root
-                .field("placeholder_app_path")?
-                .string()?
-                .filter(|s| !s.is_empty())
-                .map(PathBuf::from),
+            placeholder_app_path: placeholder_app_path.map(PathBuf::from),
             procdump,
         })
     }

@@ -13,6 +13,7 @@
 //! - [`naming`]: site and pool names (`nomad-{allocId}-{taskName}[-{pool}]`).
 //! - [`env`](mod@env): the workers' environment (case-insensitive de-duplication, temp folders).
 //! - [`error`]: [`ConfigError`] and [`Notice`].
+//! - [`windows_path`]: Windows paths (`C:\…`, `\\server\share`) refused with advice for Linux.
 //!
 //! # Errors
 //! Every failure is a [`ConfigError`] `{ path, message }` displayed as `path: message`, the
@@ -52,6 +53,7 @@ pub mod naming;
 pub mod resolve;
 pub mod task;
 pub mod validate;
+pub mod windows_path;
 
 pub use driver::{DriverConfig, ProcdumpConfig};
 pub use duration::parse_duration;

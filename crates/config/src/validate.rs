@@ -223,6 +223,7 @@ impl TaskConfig {
                 "at least one application block is required",
             ));
         }
+        crate::windows_path::check_task(self)?;
 
         // Pools: names non-empty, short, unique (IIS compares them case-insensitively, and
         // two names must not become the same full name once sanitised).

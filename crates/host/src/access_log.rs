@@ -5,6 +5,9 @@
 //! ```text
 //! 127.0.0.1 - - [02/Nov/2026:10:00:00 +0000] "GET /a?b HTTP/1.1" 200 1234 "referer" "agent" host="a.test" pool=default ms=3
 //! ```
+//! A request the host refused before routing (strict.rs) ends with ` reason=…` (IIS's HTTPERR
+//! reasons: `Hostname`, `Verb`, `URL`, …); one hyper's parser refused is logged as
+//! `"-" 400 0 "-" "-" host="-" pool=- ms=0 reason=…`, as nothing of it is known.
 //! Bytes are the response body bytes sent. A request refused at TCP level (a stopped pool
 //! with `service_unavailable_response = TcpLevel`) is logged with status `-`. `pool=-` means
 //! no application matched. Quotes, backslashes and control characters from the client are
@@ -39,6 +42,9 @@ pub(crate) struct Entry {
     /// Formatted `"referer" "agent" host="…"`, then ` pool=…` once the pool is known.
     tail: String,
     has_pool: bool,
+    /// Why the host refused the request (`reason=` at the end of the line), after IIS's HTTPERR
+    /// log; `None` for requests that were served.
+    reason: Option<&'static str>,
 }
 
 impl Entry {
@@ -48,6 +54,8 @@ impl Entry {
             .uri
             .path_and_query()
             .map(|p| p.as_str())
+            // `CONNECT host:port` has an authority and no path.
+            .or_else(|| parts.uri.authority().map(|a| a.as_str()))
             .unwrap_or("/");
         let mut head = String::with_capacity(64 + target.len());
         let _ = write!(head, "{} - - [", peer.ip());
@@ -77,6 +85,7 @@ impl Entry {
             head,
             tail,
             has_pool: false,
+            reason: None,
         }
     }
 
@@ -85,6 +94,11 @@ impl Entry {
         self.tail.push_str(" pool=");
         self.tail.push_str(pool);
         self.has_pool = true;
+    }
+
+    /// Records why the host refused the request.
+    pub fn set_reason(&mut self, reason: &'static str) {
+        self.reason = Some(reason);
     }
 
     /// Appends the finished line (without newline) to `out`.
@@ -103,6 +117,10 @@ impl Entry {
             out.push_str(" pool=-");
         }
         let _ = write!(out, " ms={}", self.started.elapsed().as_millis());
+        if let Some(reason) = self.reason {
+            out.push_str(" reason=");
+            out.push_str(reason);
+        }
     }
 
     /// The finished line.
@@ -112,6 +130,24 @@ impl Entry {
         self.write_line(&mut line, status, bytes);
         line
     }
+}
+
+/// Appends the line (without newline) for a request refused before it could be read (hyper's
+/// parser refused it): nothing of it is known but the client.
+pub(crate) fn write_refused_line(
+    out: &mut String,
+    peer: SocketAddr,
+    started: Instant,
+    status: u16,
+    reason: &str,
+) {
+    let _ = write!(out, "{} - - [", peer.ip());
+    push_timestamp(out);
+    let _ = write!(
+        out,
+        "] \"-\" {status} 0 \"-\" \"-\" host=\"-\" pool=- ms={} reason={reason}",
+        started.elapsed().as_millis()
+    );
 }
 
 fn version_name(version: Version) -> &'static str {

@@ -25,6 +25,8 @@
 //! - `proxy`: the reverse proxy to worker processes (forwarded headers, token, streaming,
 //!   WebSocket upgrades, 502/504, pooled keep-alive upstream connections).
 //! - `server`: binding, accept loops, HTTP/1.1 + HTTP/2, the request handler, draining.
+//! - `strict`: requests refused before routing (RFC 9112 / nginx strictness), the log line
+//!   for requests hyper refuses itself.
 //! - `access_log`: the access log line and the body wrapper that writes it.
 //! - `log_sink`: non-blocking line output to FIFOs and files.
 //! - `control_server`: the unix-socket control API.
@@ -57,6 +59,7 @@ mod pool;
 mod proxy;
 mod router;
 mod server;
+mod strict;
 #[cfg(test)]
 mod test_support;
 mod tls;

@@ -1,6 +1,8 @@
 //! Prepares application folders before anything is served: a missing folder is created, and
-//! an empty one gets a copy of the placeholder application (as the original driver does), so a
-//! freshly scheduled site answers with a page instead of 404 until its content is uploaded.
+//! an empty one gets a copy of the placeholder application (as the original driver does), or,
+//! without a `placeholder_app_path`, a built-in start page (`iisstart.htm`, as IIS shows its
+//! start page), so a freshly scheduled site answers with a page instead of 404 until its
+//! content is uploaded.
 //!
 //! The copy takes folders and regular files; symbolic links and special files in the
 //! placeholder are skipped, so a placeholder can never make the host copy from outside it.
@@ -34,6 +36,9 @@ pub(crate) fn prepare_application_folders(spec: &HostSpec) -> Result<(), Startup
                 ));
             }
         };
+        if empty && spec.placeholder_app_path.is_none() {
+            write_start_page(&app.path);
+        }
         if let (true, Some(placeholder)) = (empty, spec.placeholder_app_path.as_deref()) {
             copy_tree(placeholder, &app.path).map_err(|(path, e)| {
                 StartupError::invalid(
@@ -50,6 +55,43 @@ pub(crate) fn prepare_application_folders(spec: &HostSpec) -> Result<(), Startup
         }
     }
     Ok(())
+}
+
+/// The file name of the built-in start page: IIS's own start page file name, last in IIS's and the
+/// static handler's default document lists, so any `index.html` or `default.htm` uploaded later
+/// wins over it.
+pub(crate) const START_PAGE: &str = "iisstart.htm";
+
+/// The built-in start page for an empty application folder when the driver has no
+/// `placeholder_app_path` (IIS shows its start page there).
+const START_PAGE_HTML: &str = "<!DOCTYPE html>
+<html lang=\"en\">
+<head>
+<meta charset=\"utf-8\">
+<title>Site is running</title>
+<style>
+body { font-family: system-ui, sans-serif; margin: 0; background: #f4f6f8; color: #1b2733; }
+main { max-width: 40em; margin: 15vh auto; padding: 2em; background: #fff; border-radius: 6px; }
+h1 { font-weight: 400; color: #0b5cad; }
+</style>
+</head>
+<body>
+<main>
+<h1>This site is running</h1>
+<p>The application folder is empty. Deploy your content into it (for example with an
+<code>artifact</code> block) and it is served here.</p>
+<p><small>nomad_iis</small></p>
+</main>
+</body>
+</html>
+";
+
+/// Writes the built-in start page into an empty application folder. A folder that cannot be
+/// written (a read-only mount) stays empty and answers 404, as before: not worth failing the task.
+fn write_start_page(folder: &Path) {
+    if let Err(e) = std::fs::write(folder.join(START_PAGE), START_PAGE_HTML) {
+        tracing::warn!(folder = %folder.display(), error = %e, "cannot write the start page");
+    }
 }
 
 /// Copies the folders and regular files below `from` into `to`; the error names the path.
@@ -133,6 +175,27 @@ mod tests {
             "mine"
         );
         assert!(!full.join("css").exists());
+    }
+
+    #[test]
+    fn without_a_placeholder_empty_folders_get_the_start_page_and_full_ones_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let empty = dir.path().join("empty");
+        std::fs::create_dir(&empty).unwrap();
+        let missing = dir.path().join("missing");
+        let full = dir.path().join("full");
+        std::fs::create_dir(&full).unwrap();
+        std::fs::write(full.join("default.htm"), "mine").unwrap();
+        prepare_application_folders(&spec(
+            vec![empty.clone(), missing.clone(), full.clone()],
+            None,
+        ))
+        .unwrap();
+        for app in [&empty, &missing] {
+            let page = std::fs::read_to_string(app.join(START_PAGE)).unwrap();
+            assert!(page.contains("This site is running"), "{page}");
+        }
+        assert!(!full.join(START_PAGE).exists());
     }
 
     #[test]

@@ -43,6 +43,7 @@ use crate::plan::ListenerPlan;
 use crate::pool::{Admission, Body, NoWorker};
 use crate::proxy::ForwardInfo;
 use crate::router::Miss;
+use crate::strict::{self, Guarded};
 
 /// Pending connections the kernel queues per listener.
 const BACKLOG: u32 = 1024;
@@ -227,24 +228,28 @@ async fn serve_connection(
     tls: Option<TlsAcceptor>,
 ) {
     let peer = context.peer;
+    // Kept for the access-log line of a request hyper refuses itself (strict.rs).
+    let (state, started) = (context.state.clone(), Instant::now());
     let service = service_fn(move |request| handle(context.clone(), request));
-    match tls {
+    let ended: Option<Result<(), Box<dyn std::error::Error + Send + Sync>>> = match tls {
         None => match first_bytes(&stream, &connections).await {
             FirstBytes::Http1 => {
                 // With upgrades: a WebSocket handshake forwarded to a worker continues as a tunnel.
                 let connection = connections
                     .http1
-                    .serve_connection(TokioIo::new(stream), service)
+                    .serve_connection(TokioIo::new(Guarded::new(stream)), service)
                     .with_upgrades();
-                drive(&connections, connection, |c| c.graceful_shutdown()).await
+                drive(&connections, connection, |c| c.graceful_shutdown())
+                    .await
+                    .map(|r| r.map_err(Into::into))
             }
             FirstBytes::Undecided => {
                 let connection = connections
                     .auto
-                    .serve_connection_with_upgrades(TokioIo::new(stream), service);
+                    .serve_connection_with_upgrades(TokioIo::new(Guarded::new(stream)), service);
                 drive(&connections, connection, |c| c.graceful_shutdown()).await
             }
-            FirstBytes::Nothing => {}
+            FirstBytes::Nothing => None,
         },
         Some(acceptor) => {
             let handshake = tokio::select! {
@@ -255,25 +260,32 @@ async fn serve_connection(
                 Ok(Ok(stream)) => {
                     let connection = connections
                         .auto
-                        .serve_connection_with_upgrades(TokioIo::new(stream), service);
+                        .serve_connection_with_upgrades(TokioIo::new(Guarded::new(stream)), service);
                     drive(&connections, connection, |c| c.graceful_shutdown()).await
                 }
                 Ok(Err(e)) => {
-                    tracing::debug!(%peer, error = %e, "tls handshake failed")
+                    tracing::debug!(%peer, error = %e, "tls handshake failed");
+                    None
                 }
-                Err(_) => tracing::debug!(%peer, "tls handshake timed out"),
+                Err(_) => {
+                    tracing::debug!(%peer, "tls handshake timed out");
+                    None
+                }
             }
         }
+    };
+    if let Some(Err(error)) = ended {
+        strict::log_connection_error(&state, peer, started, error.as_ref());
     }
 }
 
 /// Serves one connection until it closes: on `graceful` it is asked to finish its in-flight
-/// requests and close; on `abort` it is dropped.
+/// requests and close; on `abort` it is dropped (`None`).
 async fn drive<C: Future>(
     connections: &Connections,
     connection: C,
     graceful_shutdown: impl FnOnce(Pin<&mut C>),
-) {
+) -> Option<C::Output> {
     tokio::pin!(connection);
     // Made once, not on every wake-up of the connection.
     let graceful = connections.graceful.cancelled();
@@ -283,13 +295,13 @@ async fn drive<C: Future>(
     loop {
         tokio::select! {
             biased;
-            _ = connection.as_mut() => break,
+            ended = connection.as_mut() => return Some(ended),
             _ = &mut graceful, if graceful_shutdown.is_some() => {
                 if let Some(shutdown) = graceful_shutdown.take() {
                     shutdown(connection.as_mut());
                 }
             }
-            _ = &mut abort => break,
+            _ = &mut abort => return None,
         }
     }
 }
@@ -306,6 +318,9 @@ async fn handle(
 ) -> Result<Response<ResponseBody>, Dropped> {
     let state = &context.state;
     let (parts, body) = request.into_parts();
+    if let Err(rejection) = strict::check(&parts) {
+        return Ok(strict::reject(state, context.peer, &parts, rejection));
+    }
     let host = parts.uri.host().or_else(|| {
         parts
             .headers

@@ -17,7 +17,9 @@
 //! - GET and HEAD; anything else is 405 with `Allow: GET, HEAD`.
 //! - The remainder is percent-decoded; encoded separators (`%2F`, `%5C`), NUL, invalid UTF-8, backslashes
 //!   and `.`/`..` segments (also encoded) are 400. Nothing outside the canonical root is served: a symlink
-//!   leading out is 404, like a missing file. `web.config` is hidden (404), as in IIS.
+//!   leading out is 404, like a missing file. IIS's default request filtering applies (404): hidden
+//!   segments such as `bin`, `App_Data`, `web.config` and denied extensions such as `.config`, `.cs`,
+//!   `.mdf`, `.asax`, `.cshtml` (see [`filter`]).
 //! - An empty remainder is the root directory, served like `/`. The host should redirect `/alias` to
 //!   `/alias/` itself before calling us (it knows the alias; we cannot build that `Location`), or relative
 //!   links in the root's default document resolve against the wrong folder.
@@ -46,6 +48,8 @@
 //!
 //! # Layout
 //! - `request_path`: decoding and checking the remainder.
+//! - [`filter`]: IIS's request filtering (hidden segments, denied extensions) and recognising a
+//!   classic ASP.NET application folder.
 //! - `lookup`: the blocking file system side of a miss: containment, default documents, siblings,
 //!   reading or opening files, which directories to watch.
 //! - `cache`: the entries, their dependencies on names in watched directories, eviction, statistics.
@@ -65,6 +69,7 @@
 mod cache;
 mod conditional;
 mod file_body;
+pub mod filter;
 mod lookup;
 mod negotiate;
 mod request_path;
@@ -107,7 +112,8 @@ pub struct Options {
     /// The cache's total size; default 64 MiB.
     pub cache_max_total: u64,
     /// File names tried, in order, for a directory request; default `index.html`, `index.htm`,
-    /// `default.htm`, `default.html`.
+    /// `default.htm`, `default.html`, `iisstart.htm` (IIS's start page, which the site host
+    /// writes into an empty application folder).
     pub default_documents: Vec<String>,
 }
 
@@ -116,9 +122,15 @@ impl Default for Options {
         Options {
             cache_max_file_size: 256 * 1024,
             cache_max_total: 64 * 1024 * 1024,
-            default_documents: ["index.html", "index.htm", "default.htm", "default.html"]
-                .map(String::from)
-                .to_vec(),
+            default_documents: [
+                "index.html",
+                "index.htm",
+                "default.htm",
+                "default.html",
+                "iisstart.htm",
+            ]
+            .map(String::from)
+            .to_vec(),
         }
     }
 }
@@ -289,6 +301,9 @@ impl StaticSite {
                 return response::error(StatusCode::BAD_REQUEST);
             }
         };
+        if filter::denies_segments(&path.segments) {
+            return response::error(StatusCode::NOT_FOUND);
+        }
         let cache = &self.inner.cache;
         // Taken before the lookup watches and reads anything; see `cache`.
         let since = cache.change_sequence();

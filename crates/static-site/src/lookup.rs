@@ -8,7 +8,8 @@
 //! directory swap between the check and the open; they could publish any file there anyway.
 //!
 //! Only regular files are served (never a FIFO, device or socket, which could block or leak), and a
-//! file named `web.config` is hidden as IIS hides it, because it may hold settings or secrets.
+//! file IIS's request filtering would hide (`filter`: `web.config`, `bin/`, `App_Data/`, `.cs`, …) is
+//! 404, checked by the name asked for and by the canonical name.
 
 use std::collections::HashMap;
 use std::ffi::OsString;
@@ -128,7 +129,13 @@ pub(crate) fn resolve(settings: &Settings<'_>, path: &RequestPath) -> io::Result
     } else {
         return Ok(Resolution::NotFound);
     };
-    if is_hidden(&lexical) || is_hidden(&canonical) {
+    // The file actually found, by the name asked for and by the name it really has (a default
+    // document, a symbolic link), both below the root: IIS's request filtering (filter.rs).
+    let denied = |path: &Path| {
+        path.strip_prefix(settings.root)
+            .map_or(true, crate::filter::denies_relative)
+    };
+    if denied(&lexical) || denied(&canonical) {
         return Ok(Resolution::NotFound);
     }
     let mut variants = vec![FoundVariant {
@@ -356,12 +363,6 @@ fn with_suffix(path: &Path, suffix: &str) -> PathBuf {
     let mut name = path.as_os_str().to_os_string();
     name.push(suffix);
     PathBuf::from(name)
-}
-
-fn is_hidden(path: &Path) -> bool {
-    path.file_name()
-        .and_then(|name| name.to_str())
-        .is_some_and(|name| name.eq_ignore_ascii_case("web.config"))
 }
 
 /// The `Content-Type` for a file name; text types are declared UTF-8.
