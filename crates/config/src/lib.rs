@@ -61,7 +61,7 @@ pub use naming::{pool_full_name, sanitize_name, site_name};
 pub use resolve::{ResolveContext, resolve};
 pub use task::{
     ApplicationConfig, BindingConfig, CertificateConfig, Extension, Identity, ManagedPipelineMode,
-    ManagedRuntimeVersion, PoolConfig, PortRef, ServiceAutoStartProvider, TaskConfig,
-    VirtualDirectoryConfig,
+    ManagedRuntimeVersion, PoolConfig, PortRef, ProcessConfig, ServiceAutoStartProvider,
+    TaskConfig, VirtualDirectoryConfig,
 };
 pub use validate::normalize_alias;
