@@ -194,23 +194,49 @@ impl Allocator {
         }
     }
 
-    /// Takes the allocation lock, creating the records folder (0700) on first use.
+    /// Takes the allocation lock, creating the records folder (0700) when needed. The last
+    /// release removes the folder, lock file included, so a lock taken on a file that was
+    /// removed meanwhile is retried on the new one.
     fn lock(&self) -> Result<Flock<File>, IdentityError> {
-        fs::DirBuilder::new()
-            .recursive(true)
-            .mode(0o700)
-            .create(&self.dir)
-            .map_err(Self::store_error(&self.dir))?;
         let path = self.dir.join(LOCK_FILE);
-        let file = fs::OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .mode(0o600)
-            .open(&path)
-            .map_err(Self::store_error(&path))?;
-        Flock::lock(file, FlockArg::LockExclusive)
-            .map_err(|(_, e)| Self::store_error(&path)(io::Error::from(e)))
+        loop {
+            fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(&self.dir)
+                .map_err(Self::store_error(&self.dir))?;
+            let file = match fs::OpenOptions::new()
+                .create(true)
+                .truncate(false)
+                .write(true)
+                .mode(0o600)
+                .open(&path)
+            {
+                Ok(file) => file,
+                // The folder went away between creating and opening: start again.
+                Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+                Err(e) => return Err(Self::store_error(&path)(e)),
+            };
+            let locked = Flock::lock(file, FlockArg::LockExclusive)
+                .map_err(|(_, e)| Self::store_error(&path)(io::Error::from(e)))?;
+            let held = locked.metadata().map_err(Self::store_error(&path))?;
+            match fs::metadata(&path) {
+                Ok(now) if now.ino() == held.ino() && now.dev() == held.dev() => return Ok(locked),
+                Ok(_) => {}
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                Err(e) => return Err(Self::store_error(&path)(e)),
+            }
+        }
+    }
+
+    /// Removes the records folder once no record is left (called with the lock held), so a
+    /// node without tasks keeps nothing beside the runtime folders.
+    fn remove_if_empty(&self) {
+        let empty = matches!(self.records(), Ok(records) if records.is_empty());
+        if empty {
+            let _ = fs::remove_file(self.dir.join(LOCK_FILE));
+            let _ = fs::remove_dir(&self.dir);
+        }
     }
 
     fn record_path(&self, uid: u32) -> PathBuf {
@@ -346,6 +372,9 @@ impl Allocator {
     /// Releases every id of the task in `runtime_dir`, taking their ACL entries back; the ids
     /// released. Failures are logged: a release must never fail a stop or destroy.
     pub fn release(&self, runtime_dir: &Path) -> Vec<u32> {
+        if !self.dir.exists() {
+            return Vec::new();
+        }
         let lock = match self.lock() {
             Ok(lock) => lock,
             Err(e) => {
@@ -367,12 +396,16 @@ impl Allocator {
                 released.push(uid);
             }
         }
+        self.remove_if_empty();
         drop(lock);
         released
     }
 
     /// Every current allocation by id (unreadable records left out).
     pub fn allocations(&self) -> Result<BTreeMap<u32, Allocation>, IdentityError> {
+        if !self.dir.exists() {
+            return Ok(BTreeMap::new());
+        }
         let _lock = self.lock()?;
         Ok(self
             .records()?
@@ -702,6 +735,13 @@ mod tests {
             ids
         });
         assert!(allocator.allocate(&b, "more", "f").is_ok());
+        allocator.release(&b);
+        assert!(
+            !root.path().join(RECORDS_DIR).exists(),
+            "the last release removes the records folder"
+        );
+        assert!(allocator.release(&b).is_empty());
+        assert!(!root.path().join(RECORDS_DIR).exists());
     }
 
     #[test]
