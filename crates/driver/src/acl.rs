@@ -370,9 +370,7 @@ pub struct Grant {
 pub fn grant(root: &Path, uid: u32, grant: Grant) -> Result<(), AclError> {
     walk(root, grant.recursive, |path, meta| {
         let is_dir = meta.is_dir();
-        let perm = if is_dir {
-            grant.perm | EXECUTE
-        } else if meta.mode() & 0o111 != 0 {
+        let perm = if is_dir || meta.mode() & 0o111 != 0 {
             grant.perm | EXECUTE
         } else {
             grant.perm & !EXECUTE
