@@ -9,6 +9,7 @@
 //! - [`driver`]: [`DriverConfig`], the agent-side plugin configuration.
 //! - [`validate`]: structural rules and node policy; [`Notice`]s for options without effect.
 //! - [`resolve`](mod@resolve): [`ResolveContext`] + [`resolve()`](fn@resolve) → [`control::HostSpec`].
+//! - [`identity`]: the account each pool's workers run as ([`WorkerAccount`]), before lookup.
 //! - [`duration`]: the original's duration syntax.
 //! - [`naming`]: site and pool names (`nomad-{allocId}-{taskName}[-{pool}]`).
 //! - [`env`](mod@env): the workers' environment (case-insensitive de-duplication, temp folders).
@@ -49,6 +50,7 @@ pub mod driver;
 pub mod duration;
 pub mod env;
 pub mod error;
+pub mod identity;
 pub mod naming;
 pub mod resolve;
 pub mod task;
@@ -59,11 +61,12 @@ pub use driver::{DriverConfig, ProcdumpConfig};
 pub use duration::parse_duration;
 pub use env::{dedupe_env, task_env};
 pub use error::{ConfigError, Notice};
+pub use identity::{PoolIdentity, WorkerAccount};
 pub use naming::{pool_full_name, sanitize_name, site_name};
 pub use resolve::{ResolveContext, resolve};
 pub use task::{
     ApplicationConfig, BindingConfig, CertificateConfig, Extension, Identity, ManagedPipelineMode,
-    ManagedRuntimeVersion, PoolConfig, PortRef, ServiceAutoStartProvider, TaskConfig,
-    VirtualDirectoryConfig,
+    ManagedRuntimeVersion, PoolConfig, PortRef, ProcessConfig, ServiceAutoStartProvider,
+    TaskConfig, VirtualDirectoryConfig,
 };
 pub use validate::normalize_alias;

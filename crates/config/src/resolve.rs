@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use control::{
-    ApplicationSpec, BindingSpec, CertificateSource, HostSpec, PoolSpec, StartMode,
+    ApplicationSpec, BindingSpec, CertificateSource, HostSpec, PoolSpec, ProcessSpec, StartMode,
     UnavailableResponse, VirtualDirectorySpec,
 };
 
@@ -137,7 +137,11 @@ pub fn resolve(task: &TaskConfig, ctx: &ResolveContext) -> Result<HostSpec, Conf
                     path: under_task_dir(&ctx.task_dir, &dir.path),
                 })
                 .collect(),
-            process: None,
+            process: app.process.as_ref().map(|p| ProcessSpec {
+                command: p.command.clone(),
+                args: p.args.clone(),
+                env: p.env.clone(),
+            }),
         })
         .collect();
 
@@ -231,7 +235,7 @@ mod tests {
     use control::BindingKind;
 
     use super::*;
-    use crate::task::{ApplicationConfig, PoolConfig, VirtualDirectoryConfig};
+    use crate::task::{ApplicationConfig, PoolConfig, ProcessConfig, VirtualDirectoryConfig};
 
     const ALLOC: &str = "5b3a9e0c-2f41-4d6a-9c1e-7a8b9c0d1e2f";
 
@@ -389,6 +393,39 @@ mod tests {
             spec.placeholder_app_path,
             Some(PathBuf::from("/srv/placeholder"))
         );
+    }
+
+    #[test]
+    fn process_blocks_become_process_specs() {
+        let task = TaskConfig {
+            applications: vec![
+                ApplicationConfig {
+                    process: Some(ProcessConfig {
+                        command: "./server".into(),
+                        args: vec!["--port".into(), "%PORT%".into()],
+                        env: BTreeMap::from([("MODE".to_owned(), "prod".to_owned())]),
+                    }),
+                    ..ApplicationConfig::at("local/api")
+                },
+                ApplicationConfig {
+                    alias: "static".into(),
+                    ..ApplicationConfig::at("local/static")
+                },
+            ],
+            ..TaskConfig::default()
+        };
+        let spec = resolve(&task, &ctx()).expect("resolvable");
+        assert_eq!(
+            spec.applications[0].process,
+            Some(ProcessSpec {
+                command: "./server".into(),
+                args: vec!["--port".into(), "%PORT%".into()],
+                env: BTreeMap::from([("MODE".to_owned(), "prod".to_owned())]),
+            })
+        );
+        assert_eq!(spec.applications[1].process, None);
+        // Identities are the driver's business: it needs the node's users.
+        assert!(spec.pools.iter().all(|p| p.identity.is_none()));
     }
 
     #[test]

@@ -9,15 +9,19 @@
 //! `service_auto_start_providers`, `certificate` → `certificates` (a block list of at most
 //! one, as in the original).
 //!
+//! This project's extension: an optional `process` block in `application` (key `process`, a
+//! single block) names the worker process explicitly, where IIS would read `web.config`.
+//!
 //! Decoding parses values into types (enums, durations, ports, addresses) and fails on the
 //! first bad field with its path; cross-field rules live in [`crate::validate`].
 
+use std::collections::BTreeMap;
 use std::net::IpAddr;
 use std::time::Duration;
 
 use control::{BindingKind, StartMode, UnavailableResponse};
 use nomad_plugin::cty::{self, Reader};
-use nomad_plugin::hclspec::{attr, block_list, default, object, quoted};
+use nomad_plugin::hclspec::{attr, block, block_list, default, object, quoted};
 use nomad_plugin::proto::hclspec::Spec;
 
 use crate::duration::read_duration;
@@ -155,6 +159,20 @@ pub struct ApplicationConfig {
     pub virtual_directories: Vec<VirtualDirectoryConfig>,
     /// Raw IIS attributes (Windows only).
     pub extensions: Vec<Extension>,
+    /// The `process` block (this project's extension): the worker serving the application.
+    pub process: Option<ProcessConfig>,
+}
+
+/// A `process` block: `process { command = "...", args = [...], env = {...} }`. The worker
+/// runs in the application folder; without the block its `web.config` decides.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct ProcessConfig {
+    /// Program: relative to the application folder (`./app`), absolute, or looked up on the PATH.
+    pub command: String,
+    /// Arguments; `%PORT%`, `%HTTP_PLATFORM_PORT%` and `%ASPNETCORE_PORT%` become the port.
+    pub args: Vec<String>,
+    /// Extra environment over the task's.
+    pub env: BTreeMap<String, String>,
 }
 
 /// One `virtual_directory` block.
@@ -285,6 +303,7 @@ impl ApplicationConfig {
             service_auto_start_provider: None,
             virtual_directories: Vec::new(),
             extensions: Vec::new(),
+            process: None,
         }
     }
 }
@@ -380,7 +399,20 @@ fn application_spec() -> Spec {
             ),
         ),
         ("extensions", extensions_spec()),
+        ("process", process_spec()),
     ])
+}
+
+fn process_spec() -> Spec {
+    block(
+        "process",
+        false,
+        object([
+            ("command", attr("command", "string", true)),
+            ("args", attr("args", "list(string)", false)),
+            ("env", attr("env", "map(string)", false)),
+        ]),
+    )
 }
 
 fn binding_spec() -> Spec {
@@ -542,6 +574,31 @@ fn read_application(r: &Reader<'_>) -> Result<ApplicationConfig, ConfigError> {
         service_auto_start_provider: r.field("service_auto_start_provider")?.string()?,
         virtual_directories,
         extensions: read_extensions(r)?,
+        process: r
+            .field("process")?
+            .single()?
+            .map(|p| read_process(&p))
+            .transpose()?,
+    })
+}
+
+fn read_process(r: &Reader<'_>) -> Result<ProcessConfig, ConfigError> {
+    let args = r
+        .field("args")?
+        .items()?
+        .iter()
+        .map(required_string)
+        .collect::<Result<_, _>>()?;
+    let env = r
+        .field("env")?
+        .entries()?
+        .into_iter()
+        .map(|(name, value)| Ok((name, required_string(&value)?)))
+        .collect::<Result<_, ConfigError>>()?;
+    Ok(ProcessConfig {
+        command: required_string(&r.field("command")?)?,
+        args,
+        env,
     })
 }
 
@@ -1058,6 +1115,96 @@ mod tests {
         );
         let err = TaskConfig::from_msgpack(&[0x92, 0x01, 0x02]).expect_err("not an object");
         assert_eq!(err.to_string(), "expected an object, got list");
+    }
+
+    #[test]
+    fn decodes_the_process_block() {
+        let body = serde_json::json!({
+            "application": [
+                {
+                    "path": "local/api",
+                    "alias": "api",
+                    "process": {
+                        "command": "./server",
+                        "args": ["--port", "%PORT%", 8],
+                        "env": {"MODE": "production", "WORKERS": 4},
+                    },
+                },
+                {"path": "local/site"},
+            ],
+        });
+        let config = TaskConfig::from_json(&body).expect("valid body");
+        assert_eq!(
+            config.applications[0].process,
+            Some(ProcessConfig {
+                command: "./server".into(),
+                args: vec!["--port".into(), "%PORT%".into(), "8".into()],
+                env: BTreeMap::from([
+                    ("MODE".to_owned(), "production".to_owned()),
+                    ("WORKERS".to_owned(), "4".to_owned()),
+                ]),
+            })
+        );
+        assert_eq!(config.applications[1].process, None);
+
+        let bare = TaskConfig::from_json(&serde_json::json!({
+            "application": {"path": "local", "process": {"command": "python3"}},
+        }))
+        .expect("only a command");
+        assert_eq!(
+            bare.applications[0].process,
+            Some(ProcessConfig {
+                command: "python3".into(),
+                ..ProcessConfig::default()
+            })
+        );
+
+        let err = TaskConfig::from_json(&serde_json::json!({
+            "application": {"path": "local", "process": {"args": ["x"]}},
+        }))
+        .expect_err("no command");
+        assert!(err.to_string().contains("command"), "{err}");
+        let err = TaskConfig::from_json(&serde_json::json!({
+            "application": {"path": "local", "process": [{"command": "a"}, {"command": "b"}]},
+        }))
+        .expect_err("two process blocks");
+        assert!(err.to_string().contains("process"), "{err}");
+    }
+
+    #[test]
+    fn process_fields_are_typed_with_paths() {
+        let with_process = |process: Value| {
+            decode(Value::object([(
+                "applications",
+                Value::List(vec![Value::object([
+                    ("path", Value::string("local")),
+                    ("process", process),
+                ])]),
+            )]))
+            .map_err(|e| e.to_string())
+        };
+        assert_eq!(
+            with_process(Value::object([
+                ("command", Value::string("./app")),
+                ("args", Value::List(vec![Value::Null])),
+            ])),
+            Err("application[0].process.args[0]: the argument is required".into())
+        );
+        assert_eq!(
+            with_process(Value::object([
+                ("command", Value::string("./app")),
+                ("env", Value::Bool(true)),
+            ])),
+            Err("application[0].process.env: expected a map, got bool".into())
+        );
+        assert_eq!(
+            with_process(Value::object([("command", Value::Null)])),
+            Err("application[0].process.command: the argument is required".into())
+        );
+        assert_eq!(
+            with_process(Value::Null).map(|c| c.applications[0].process.clone()),
+            Ok(None)
+        );
     }
 
     #[test]

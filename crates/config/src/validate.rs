@@ -14,7 +14,9 @@ use control::BindingKind;
 use crate::driver::DriverConfig;
 use crate::error::{ConfigError, Notice};
 use crate::naming::{DEFAULT_POOL, NAME_PREFIX, sanitize_name};
-use crate::task::{BindingConfig, CertificateConfig, Identity, PoolConfig, PortRef, TaskConfig};
+use crate::task::{
+    BindingConfig, CertificateConfig, Identity, PoolConfig, PortRef, ProcessConfig, TaskConfig,
+};
 
 /// Longest short pool name (the original's rule: pool names are appended to full names that
 /// must stay within 64 characters).
@@ -289,6 +291,12 @@ impl TaskConfig {
             directory_aliases.push(dirs);
         }
 
+        for (i, app) in self.applications.iter().enumerate() {
+            if let Some(process) = &app.process {
+                check_process(&format!("application[{i}].process"), process)?;
+            }
+        }
+
         // Pools in use: declared order, the implied default first.
         let used = |name: &str| self.applications.iter().any(|a| a.application_pool == name);
         let mut pools = Vec::new();
@@ -534,6 +542,54 @@ fn check_identity(pool: &UsedPool<'_>, driver: &DriverConfig) -> Result<(), Conf
         }
     }
     Ok(())
+}
+
+/// The `process` block (this project's extension): a command, arguments and variables that
+/// can be handed to `execve`.
+fn check_process(path: &str, process: &ProcessConfig) -> Result<(), ConfigError> {
+    require_non_blank(|| format!("{path}.command"), &process.command)?;
+    if process.command.contains('\0') {
+        return Err(ConfigError::new(
+            format!("{path}.command"),
+            "must not contain a NUL character",
+        ));
+    }
+    if let Some(i) = process.args.iter().position(|a| a.contains('\0')) {
+        return Err(ConfigError::new(
+            format!("{path}.args[{i}]"),
+            "must not contain a NUL character",
+        ));
+    }
+    for (name, value) in &process.env {
+        let field = || format!("{path}.env[{name:?}]");
+        if let Some(problem) = env_name_problem(name) {
+            return Err(ConfigError::new(
+                field(),
+                format!("{name:?} is not a valid variable name: {problem}"),
+            ));
+        }
+        if value.contains('\0') {
+            return Err(ConfigError::new(
+                field(),
+                "the value must not contain a NUL character",
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Why `name` cannot be an environment variable name, if it cannot: the kernel only forbids
+/// `=` and NUL, but a name with blanks or control characters is a typo no shell can read.
+fn env_name_problem(name: &str) -> Option<&'static str> {
+    if name.is_empty() {
+        Some("it is empty")
+    } else if name.contains('=') {
+        Some("'=' is not allowed")
+    } else if name.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        Some("blanks and control characters are not allowed")
+    } else {
+        None
+    }
 }
 
 fn extension_notices(path: &str, count: usize, notices: &mut Vec<Notice>) {
@@ -1153,6 +1209,64 @@ mod tests {
                 "service_auto_start_provider[0]: has no effect on Linux",
                 "binding[0].require_sni: has no effect on http bindings",
             ]
+        );
+    }
+
+    #[test]
+    fn process_blocks_are_checked() {
+        let with = |process: ProcessConfig| {
+            with_apps(vec![
+                ApplicationConfig::at("local"),
+                ApplicationConfig {
+                    process: Some(process),
+                    ..app("api", "default")
+                },
+            ])
+        };
+        let good = ProcessConfig {
+            command: "./server".into(),
+            args: vec!["--port".into(), "%PORT%".into()],
+            env: [("ASPNETCORE_ENVIRONMENT".to_owned(), "Staging".to_owned())].into(),
+        };
+        assert_eq!(
+            with(good.clone()).validate(&DriverConfig::default()),
+            Ok(vec![])
+        );
+        rejects(
+            &with(ProcessConfig {
+                command: "  ".into(),
+                ..good.clone()
+            }),
+            "application[1].process.command: must not be empty",
+        );
+        rejects(
+            &with(ProcessConfig {
+                args: vec!["ok".into(), "a\0b".into()],
+                ..good.clone()
+            }),
+            "application[1].process.args[1]: must not contain a NUL character",
+        );
+        for (name, problem) in [
+            ("", "it is empty"),
+            ("A=B", "'=' is not allowed"),
+            ("MY VAR", "blanks and control characters are not allowed"),
+        ] {
+            rejects(
+                &with(ProcessConfig {
+                    env: [(name.to_owned(), "x".to_owned())].into(),
+                    ..good.clone()
+                }),
+                &format!(
+                    "application[1].process.env[{name:?}]: {name:?} is not a valid variable name: {problem}"
+                ),
+            );
+        }
+        rejects(
+            &with(ProcessConfig {
+                env: [("OK".to_owned(), "a\0".to_owned())].into(),
+                ..good
+            }),
+            "application[1].process.env[\"OK\"]: the value must not contain a NUL character",
         );
     }
 

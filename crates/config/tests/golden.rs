@@ -16,7 +16,7 @@ use std::time::Duration;
 
 use config::{
     CertificateConfig, DriverConfig, Identity, ManagedPipelineMode, ManagedRuntimeVersion, PortRef,
-    ProcdumpConfig, TaskConfig,
+    ProcdumpConfig, ProcessConfig, ResolveContext, TaskConfig,
 };
 use control::{BindingKind, StartMode, UnavailableResponse};
 use nomad_plugin::cty::{self, Reader};
@@ -553,5 +553,67 @@ fn driver_goldens_decode() {
                 accept_eula: true,
             }),
         }
+    );
+}
+
+#[test]
+fn process_example_decodes_and_resolves() {
+    let config = task("task_process");
+    let process = config.applications[0]
+        .process
+        .clone()
+        .expect("a process block");
+    assert_eq!(
+        process,
+        ProcessConfig {
+            command: "python3".into(),
+            args: ["-m", "http.server", "%PORT%", "--bind", "127.0.0.1"]
+                .map(String::from)
+                .to_vec(),
+            env: BTreeMap::from([
+                ("PYTHONUNBUFFERED".to_owned(), "1".to_owned()),
+                ("WORKERS".to_owned(), "4".to_owned()),
+            ]),
+        }
+    );
+    assert_eq!(config.applications[1].process, None);
+    assert_eq!(
+        config.applications[2].process,
+        Some(ProcessConfig {
+            command: "./tool".into(),
+            ..ProcessConfig::default()
+        })
+    );
+    let notices = config.validate(&DriverConfig::default()).expect("valid");
+    assert!(notices.is_empty(), "{notices:?}");
+    let ctx = ResolveContext {
+        alloc_id: "a1".into(),
+        task_name: "web".into(),
+        task_dir: "/alloc/web".into(),
+        ports: [("web".to_owned(), 25001)].into(),
+        ..ResolveContext::default()
+    };
+    let spec = config::resolve(&config, &ctx).expect("resolvable");
+    let processes: Vec<(&str, Option<&str>)> = spec
+        .applications
+        .iter()
+        .map(|a| {
+            (
+                a.alias.as_str(),
+                a.process.as_ref().map(|p| p.command.as_str()),
+            )
+        })
+        .collect();
+    assert_eq!(
+        processes,
+        vec![
+            ("/api", Some("python3")),
+            ("/", None),
+            ("/tool", Some("./tool"))
+        ]
+    );
+    assert_eq!(
+        spec.applications[0].process.as_ref().map(|p| p.env.len()),
+        Some(2)
     );
 }

@@ -27,6 +27,7 @@ use crate::error::DriverError;
 use crate::events::{EventBus, TaskRef};
 use crate::fingerprint::{self, NodeFacts, Reported};
 use crate::handle::TaskHandle;
+use crate::identity::{self, Allocator, AssignContext, Privilege};
 use crate::process::{self, HostCommand, ProcessIdentity};
 use crate::runtime;
 use crate::state::{DRIVER_STATE_VERSION, DriverState, TaskStore};
@@ -119,6 +120,8 @@ struct Inner {
     events: EventBus,
     /// CPU speed used to express CPU usage in MHz-ticks.
     mhz_per_core: f64,
+    /// Dynamic ids for `ApplicationPoolIdentity`, recorded under the runtime root.
+    identities: Allocator,
 }
 
 type RpcResult<T> = Result<Response<T>, Status>;
@@ -129,11 +132,12 @@ impl IisDriver {
     pub fn new(options: DriverOptions) -> Self {
         Self {
             inner: Arc::new(Inner {
-                options,
                 config: RwLock::new(config::DriverConfig::default()),
                 tasks: TaskStore::default(),
                 events: EventBus::new(),
                 mhz_per_core: stats::mhz_per_core(),
+                identities: Allocator::new(&options.runtime_root),
+                options,
             }),
         }
     }
@@ -265,12 +269,15 @@ impl IisDriver {
         let launched = async {
             let spec = config::resolve(&task_config, &context)
                 .map_err(|e| DriverError::InvalidConfig(e.to_string()))?;
+            let (spec, identity_events) = self
+                .assign_identities(&task_config, &task.user, &driver_config, spec)
+                .await?;
             runtime::write_spec(&runtime_dir, &spec)?;
-            Ok::<_, DriverError>(spec)
+            Ok::<_, DriverError>((spec, identity_events))
         }
         .await;
-        let spec = match launched {
-            Ok(spec) => spec,
+        let (spec, identity_events) = match launched {
+            Ok(launched) => launched,
             Err(e) => {
                 self.remove_runtime_dir(&runtime_dir);
                 return Err(e);
@@ -324,6 +331,12 @@ impl IisDriver {
 
         for notice in notices {
             self.inner.events.emit(&task_ref, notice.to_string());
+        }
+        for event in identity_events {
+            self.inner.events.emit(&task_ref, event);
+        }
+        for warning in handle.unseen_warnings(&status.warnings) {
+            self.inner.events.emit(&task_ref, warning);
         }
         self.inner.events.emit(
             &task_ref,
@@ -430,10 +443,43 @@ impl IisDriver {
         self.remove_runtime_dir(runtime_dir);
     }
 
+    /// Removes a task's runtime folder and releases its pool identities with it.
     fn remove_runtime_dir(&self, dir: &Path) {
         if let Err(e) = runtime::remove(self.root(), dir) {
             tracing::warn!(dir = %dir.display(), error = %e, "could not remove a runtime folder");
         }
+        let released = self.inner.identities.release(dir);
+        if !released.is_empty() {
+            tracing::debug!(dir = %dir.display(), ?released, "released pool identities");
+        }
+    }
+
+    /// Fills each pool's worker identity and applies `directory_security` (folder walks: off
+    /// the async threads); the task events to send once the task runs.
+    async fn assign_identities(
+        &self,
+        task_config: &config::TaskConfig,
+        task_user: &str,
+        driver_config: &config::DriverConfig,
+        mut spec: control::HostSpec,
+    ) -> Result<(control::HostSpec, Vec<String>), DriverError> {
+        let allocator = self.inner.identities.clone();
+        let task_config = task_config.clone();
+        let task_user = task_user.to_owned();
+        let directory_security = driver_config.directory_security;
+        tokio::task::spawn_blocking(move || {
+            let ctx = AssignContext {
+                allocator: &allocator,
+                task: &task_config,
+                task_user: &task_user,
+                directory_security,
+                privilege: Privilege::current(),
+            };
+            let events = identity::assign(&ctx, &mut spec)?;
+            Ok((spec, events))
+        })
+        .await
+        .map_err(|e| DriverError::HostStart(format!("assigning pool identities: {e}")))?
     }
 
     // === WaitTask, StopTask, DestroyTask ===
@@ -563,13 +609,15 @@ impl IisDriver {
         let client = control::Client::new(state.runtime_dir.join(control::CONTROL_SOCKET))
             .with_timeout(Duration::from_secs(5));
         let mut last_error = None;
+        let mut warnings = Vec::new();
         for attempt in 0..3 {
             if attempt > 0 {
                 tokio::time::sleep(Duration::from_millis(200)).await;
             }
             match client.status().await {
-                Ok(_) => {
+                Ok(status) => {
                     last_error = None;
+                    warnings = status.warnings;
                     break;
                 }
                 Err(e) => last_error = Some(e),
@@ -586,6 +634,8 @@ impl IisDriver {
             });
         }
         let handle = TaskHandle::new(config, state);
+        // The plugin that started the host already sent these as events.
+        handle.unseen_warnings(&warnings);
         if self.inner.tasks.insert_new(Arc::clone(&handle)) {
             handle.spawn_pid_watcher(self.inner.events.clone());
             self.inner.events.emit(
@@ -689,6 +739,7 @@ impl IisDriver {
     ) -> Result<ReceiverStream<Result<pb::TaskStatsResponse, Status>>, DriverError> {
         let handle = self.tracked(task_id)?;
         let mhz = self.inner.mhz_per_core;
+        let events = self.inner.events.clone();
         let (tx, rx) = mpsc::channel(1);
         tokio::spawn(async move {
             let control = handle
@@ -707,6 +758,11 @@ impl IisDriver {
                     () = tokio::time::sleep(interval) => {}
                 }
                 if let Ok(status) = control.status().await {
+                    // Warnings that appear later (a worker started on demand) become task
+                    // events too, each once.
+                    for warning in handle.unseen_warnings(&status.warnings) {
+                        events.emit(&handle.task_ref(), warning);
+                    }
                     workers = status
                         .pools
                         .iter()
@@ -1189,6 +1245,170 @@ mod tests {
             pb::TaskConfig::default(),
             crate::test_support::driver_state(1, 0, Path::new("/run/x"), pools),
         )
+    }
+
+    struct KillOnDrop(std::process::Child);
+    impl Drop for KillOnDrop {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+
+    /// Answers every control connection on `socket` with `status`, as a host would.
+    fn fake_host(socket: &Path, status: control::HostStatus) -> tokio::task::JoinHandle<()> {
+        use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+        let listener = tokio::net::UnixListener::bind(socket).unwrap();
+        tokio::spawn(async move {
+            while let Ok((stream, _)) = listener.accept().await {
+                let (read, mut write) = stream.into_split();
+                let mut line = String::new();
+                if BufReader::new(read).read_line(&mut line).await.is_err() {
+                    continue;
+                }
+                let reply = control::Reply::Ok {
+                    status: status.clone(),
+                };
+                let mut json = serde_json::to_vec(&reply).unwrap();
+                json.push(b'\n');
+                let _ = write.write_all(&json).await;
+            }
+        })
+    }
+
+    /// TaskStats reports the host and every worker the host's status names, each under its
+    /// pid, and their sum; host warnings seen on the way become task events once.
+    #[tokio::test]
+    async fn stats_cover_the_host_and_every_worker() {
+        use tokio_stream::StreamExt;
+        let dir = tempfile::tempdir().unwrap();
+        let sleep = || {
+            std::process::Command::new("sleep")
+                .arg("30")
+                .spawn()
+                .unwrap()
+        };
+        let host = KillOnDrop(sleep());
+        let workers = [KillOnDrop(sleep()), KillOnDrop(sleep())];
+        let worker_pids: Vec<u32> = workers.iter().map(|w| w.0.id()).collect();
+        let pool_status = |name: &str, pids: Vec<u32>| control::PoolStatus {
+            name: name.into(),
+            full_name: format!("nomad-alloc-web-{name}"),
+            state: control::PoolState::Started,
+            worker_pids: pids,
+            recycles: 0,
+            workers: vec![],
+            worker_starts: 1,
+            worker_failures: 0,
+            last_worker_exit: None,
+            is_static: false,
+        };
+        let status = control::HostStatus {
+            pid: host.0.id(),
+            site_name: "nomad-alloc-web".into(),
+            listening: vec![],
+            pools: vec![
+                pool_status("default", vec![worker_pids[0]]),
+                pool_status("api", vec![worker_pids[1]]),
+            ],
+            dropped_log_lines: 0,
+            protocol: control::PROTOCOL_VERSION,
+            applications: vec![],
+            warnings: vec![
+                "application /api: hostingModel=\"inprocess\" runs out of process".into(),
+            ],
+        };
+        let server = fake_host(&dir.path().join(control::CONTROL_SOCKET), status);
+        let driver = IisDriver::new(DriverOptions::new(
+            dir.path().join("rt"),
+            HostCommand {
+                program: "/bin/false".into(),
+                args: vec![],
+            },
+        ));
+        let mut events = driver.events().subscribe();
+        let host_identity = ProcessIdentity::of(host.0.id()).unwrap();
+        let state = crate::test_support::driver_state(
+            host_identity.pid,
+            host_identity.start_time,
+            dir.path(),
+            vec![],
+        );
+        let handle = TaskHandle::new(pb::TaskConfig::default(), state);
+        assert!(driver.inner.tasks.insert_new(Arc::clone(&handle)));
+        let mut stream = driver
+            .stats(handle.id(), Duration::from_millis(100))
+            .unwrap();
+        let mut last = None;
+        for _ in 0..3 {
+            let message = stream.next().await.unwrap().unwrap();
+            last = message.stats;
+        }
+        let stats = last.unwrap();
+        let mut pids: Vec<String> = stats.resource_usage_by_pid.keys().cloned().collect();
+        pids.sort();
+        let mut expected: Vec<String> = [host.0.id(), worker_pids[0], worker_pids[1]]
+            .iter()
+            .map(u32::to_string)
+            .collect();
+        expected.sort();
+        assert_eq!(pids, expected);
+        let rss = |u: &pb::TaskResourceUsage| u.memory.as_ref().unwrap().rss;
+        let sum: u64 = stats.resource_usage_by_pid.values().map(rss).sum();
+        assert!(sum > 0);
+        assert_eq!(rss(stats.agg_resource_usage.as_ref().unwrap()), sum);
+        let event = events.recv().await.unwrap();
+        assert!(event.message.contains("inprocess"), "{}", event.message);
+        assert!(
+            events.try_recv().is_err(),
+            "the same warning is sent once, not with every sample"
+        );
+        server.abort();
+    }
+
+    /// A host that exited with `POOL_FAILED`: WaitTask's result carries its code and the exit
+    /// record's reason (naming the pool), and a task event says it.
+    #[tokio::test]
+    async fn wait_reports_a_failed_pool_with_its_reason() {
+        let dir = tempfile::tempdir().unwrap();
+        let reason = "pool api: rapid-fail protection: 5 worker failures within 5m; last: worker 4242 of /api exited with code 3";
+        std::fs::write(
+            dir.path().join(control::EXIT_RECORD),
+            serde_json::to_vec(&control::ExitRecord {
+                code: control::exit_code::POOL_FAILED,
+                reason: reason.into(),
+            })
+            .unwrap(),
+        )
+        .unwrap();
+        // The pid of a child that is already gone: the watcher finds the host exited.
+        let mut gone = std::process::Command::new("/bin/true").spawn().unwrap();
+        let pid = gone.id();
+        gone.wait().unwrap();
+        let driver = IisDriver::new(DriverOptions::new(
+            dir.path().join("rt"),
+            HostCommand {
+                program: "/bin/false".into(),
+                args: vec![],
+            },
+        ));
+        let mut events = driver.events().subscribe();
+        let state = crate::test_support::driver_state(pid, 1, dir.path(), vec![]);
+        let handle = TaskHandle::new(pb::TaskConfig::default(), state);
+        assert!(driver.inner.tasks.insert_new(Arc::clone(&handle)));
+        handle.spawn_pid_watcher(driver.events().clone());
+        let response = driver.wait(handle.id()).await.unwrap();
+        assert_eq!(
+            response.result.map(|r| (r.exit_code, r.signal)),
+            Some((control::exit_code::POOL_FAILED, 0))
+        );
+        assert_eq!(response.err, reason);
+        let event = events.recv().await.unwrap();
+        assert!(
+            event.message.contains("rapid-fail") && event.message.contains(reason),
+            "{}",
+            event.message
+        );
     }
 
     #[test]

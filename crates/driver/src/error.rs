@@ -79,6 +79,9 @@ pub enum DriverError {
         /// Cause.
         source: std::io::Error,
     },
+    /// A pool identity could not be assigned (unknown user, no free id, ACLs).
+    #[error(transparent)]
+    Identity(#[from] crate::identity::IdentityError),
     /// The RPC is not offered by this driver.
     #[error("{0} is not supported by the iis driver")]
     Unsupported(&'static str),
@@ -106,6 +109,8 @@ impl From<DriverError> for Status {
             DriverError::RuntimeDir(_) | DriverError::Io { .. } => {
                 recoverable(Code::Internal, message)
             }
+            DriverError::Identity(e) if e.is_transient() => recoverable(Code::Internal, message),
+            DriverError::Identity(_) => fatal(Code::InvalidArgument, message),
         }
     }
 }

@@ -4,6 +4,7 @@
 //! The exit is published once through a watch channel: every `WaitTask`, however many and
 //! whenever they come, reads the same stored result.
 
+use std::collections::HashSet;
 use std::os::unix::process::ExitStatusExt;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, SystemTime};
@@ -80,6 +81,8 @@ pub struct Snapshot {
 #[derive(Debug)]
 struct Fields {
     completed_at: Option<SystemTime>,
+    /// Host warnings already sent as task events, so each is sent once.
+    warnings_seen: HashSet<String>,
 }
 
 /// A tracked task.
@@ -113,7 +116,10 @@ impl TaskHandle {
             state,
             host,
             control,
-            fields: Mutex::new(Fields { completed_at: None }),
+            fields: Mutex::new(Fields {
+                completed_at: None,
+                warnings_seen: HashSet::new(),
+            }),
             exit,
         })
     }
@@ -162,6 +168,17 @@ impl TaskHandle {
                 self.config.name.clone()
             },
         }
+    }
+
+    /// The host warnings (`HostStatus::warnings`) not seen before, in order; they count as
+    /// seen from now on.
+    pub fn unseen_warnings(&self, warnings: &[String]) -> Vec<String> {
+        let mut fields = self.lock();
+        warnings
+            .iter()
+            .filter(|w| fields.warnings_seen.insert((*w).clone()))
+            .cloned()
+            .collect()
     }
 
     /// Whether the host still runs (as far as the watcher knows).
@@ -219,6 +236,11 @@ impl TaskHandle {
             tracing::warn!(pid = self.host.pid, error = %e, "could not sweep the host's process group");
         }
         let message = match (&outcome.reason, outcome.signal) {
+            (Some(reason), _) if outcome.exit_code == control::exit_code::POOL_FAILED => {
+                format!(
+                    "rapid-fail protection stopped an application pool, so the task failed: {reason}"
+                )
+            }
             (Some(reason), _) => {
                 format!("site host exited with code {}: {reason}", outcome.exit_code)
             }
@@ -414,5 +436,22 @@ mod tests {
             "{}",
             event.message
         );
+        assert!(
+            event.message.starts_with("rapid-fail protection"),
+            "{}",
+            event.message
+        );
+    }
+
+    #[test]
+    fn each_warning_is_new_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = crate::test_support::driver_state(1, 0, dir.path(), vec![]);
+        let handle = TaskHandle::new(pb::TaskConfig::default(), state);
+        let first = vec!["a".to_owned(), "b".to_owned()];
+        assert_eq!(handle.unseen_warnings(&first), first);
+        assert!(handle.unseen_warnings(&first).is_empty());
+        let later = vec!["b".to_owned(), "c".to_owned(), "c".to_owned()];
+        assert_eq!(handle.unseen_warnings(&later), vec!["c".to_owned()]);
     }
 }

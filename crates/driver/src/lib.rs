@@ -9,6 +9,8 @@
 //! - [`state`]: the map of tracked tasks and the persisted [`DriverState`].
 //! - [`process`]: spawning the host detached and signalling it (the only `unsafe`: `pre_exec`).
 //! - [`runtime`]: the hosts' private runtime folders.
+//! - [`identity`]: the uid/gid each pool's workers run as, dynamic ids, `directory_security`.
+//! - [`acl`]: POSIX ACLs as extended attributes (`unsafe`: three libc calls).
 //! - [`stats`]: CPU and memory from procfs.
 //! - [`events`]: the task-event broadcast.
 //! - [`fingerprint`]: node attributes and health.
@@ -23,11 +25,15 @@
 
 #![deny(unsafe_code)]
 
+// lgetxattr/lsetxattr are unsafe; see the module doc for why our use is sound.
+#[allow(unsafe_code)]
+pub mod acl;
 pub mod driver;
 pub mod error;
 pub mod events;
 pub mod fingerprint;
 pub mod handle;
+pub mod identity;
 // `pre_exec` is unsafe; see the module doc for why our use is sound.
 #[allow(unsafe_code)]
 pub mod process;

@@ -67,7 +67,7 @@ fn fits(dir: &Path) -> bool {
 }
 
 /// FNV-1a, 64 bit: stable across Rust versions and platforms, unlike `DefaultHasher`.
-fn fnv1a64(bytes: &[u8]) -> u64 {
+pub(crate) fn fnv1a64(bytes: &[u8]) -> u64 {
     bytes.iter().fold(0xcbf2_9ce4_8422_2325, |hash, b| {
         (hash ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3)
     })

@@ -42,3 +42,21 @@ pub(crate) fn driver_state(
         started_at: 0,
     }
 }
+
+/// A pool named `name` with IIS defaults and no identity.
+pub(crate) fn pool(name: &str) -> control::PoolSpec {
+    use std::time::Duration;
+    control::PoolSpec {
+        name: name.into(),
+        full_name: format!("nomad-alloc-web-{name}"),
+        start_mode: control::StartMode::OnDemand,
+        idle_timeout: Duration::from_secs(1200),
+        periodic_restart: Duration::from_secs(104_400),
+        start_time_limit: Duration::from_secs(90),
+        shutdown_time_limit: Duration::from_secs(90),
+        disable_overlapped_recycle: false,
+        service_unavailable_response: control::UnavailableResponse::HttpLevel,
+        queue_length: 1000,
+        identity: None,
+    }
+}

@@ -471,6 +471,13 @@ impl Fixture {
             .prefix("niis")
             .tempdir_in("/tmp")
             .expect("temp dir");
+        // tempfile makes the folder 0700; a Nomad data folder is searchable by everyone, and
+        // workers running as a pool identity must reach their allocation folder through it.
+        std::fs::set_permissions(
+            temp.path(),
+            std::os::unix::fs::PermissionsExt::from_mode(0o755),
+        )
+        .expect("temp dir mode");
         let runtime_root = temp.path().join("rt");
         Self {
             temp,
@@ -498,6 +505,12 @@ impl Fixture {
             .env("PLUGIN_PROTOCOL_VERSIONS", "2")
             .env("PLUGIN_MIN_PORT", "10000")
             .env("PLUGIN_MAX_PORT", "25000")
+            // The system PATH a Nomad agent started by systemd has, not this test's (which may
+            // lead into root's home, where no pool identity can execute anything).
+            .env(
+                "PATH",
+                "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+            )
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
