@@ -41,4 +41,4 @@ pub use auth::{Capability, Credentials};
 pub use capture::{CaptureBackend, CaptureFailure, NoCapture};
 pub use error::ApiError;
 pub use secret::{Secret, SecretError, SecretSource};
-pub use server::{ServeError, TlsFiles};
+pub use server::{Bound, ServeError, Settings, TlsFiles};

@@ -169,3 +169,68 @@ where
 pub async fn reachable(addr: SocketAddr) -> bool {
     TcpStream::connect(addr).await.is_ok()
 }
+
+/// Everything needed to serve the API, from the command line.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// `--management-api-address`.
+    pub address: Option<IpAddr>,
+    /// `--management-api-port` (0 binds any free port: tests only; the flags treat 0 as off).
+    pub port: u16,
+    /// API key and JWT secret.
+    pub credentials: Credentials,
+    /// `--management-api-tls-cert` / `-key`.
+    pub tls: Option<TlsFiles>,
+    /// Upload and extraction limits.
+    pub limits: crate::api::Limits,
+}
+
+/// A bound listener, ready to serve.
+#[derive(Debug)]
+pub struct Bound {
+    listener: TcpListener,
+    tls: Option<Arc<rustls::ServerConfig>>,
+    addr: SocketAddr,
+}
+
+impl Settings {
+    /// Loads the TLS files and binds (waiting up to `patience` for a busy port). Warns when the
+    /// API is open (no key, no secret).
+    pub async fn bind(&self, patience: Duration) -> Result<Bound, ServeError> {
+        let addr = listen_address(self.address, self.port, &self.credentials)?;
+        let tls = self.tls.as_ref().map(tls_config).transpose()?;
+        let listener = bind(addr, patience).await?;
+        let addr = listener
+            .local_addr()
+            .map_err(|source| ServeError::Bind { addr, source })?;
+        if !self.credentials.secured() {
+            tracing::warn!(
+                %addr,
+                "the management API has no API key and no JWT secret: anyone on this machine may use it; it listens on loopback only"
+            );
+        }
+        Ok(Bound {
+            listener,
+            tls,
+            addr,
+        })
+    }
+}
+
+impl Bound {
+    /// The address actually bound.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// Whether connections are TLS.
+    pub fn is_tls(&self) -> bool {
+        self.tls.is_some()
+    }
+
+    /// Serves `api` until `shutdown` completes.
+    pub async fn serve(self, api: Arc<crate::Api>, shutdown: impl Future<Output = ()>) {
+        tracing::info!(addr = %self.addr, tls = self.tls.is_some(), "management API listening");
+        serve(self.listener, api.router(), self.tls, shutdown).await;
+    }
+}
