@@ -878,3 +878,162 @@ async fn fs_routes_work_inside_the_task_folder_and_nowhere_else() {
     assert!(!site.alloc.alloc_dir.join("evil.txt").exists());
     fixture.assert_clean(index);
 }
+
+/// Local addresses (`ip:port` in /proc/net/tcp's hex form decoded) listening on `port`.
+fn listeners_on(port: u16) -> Vec<std::net::Ipv4Addr> {
+    let table = std::fs::read_to_string("/proc/net/tcp").unwrap();
+    table
+        .lines()
+        .skip(1)
+        .filter_map(|line| {
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            let (ip, p) = fields.get(1)?.split_once(':')?;
+            // State 0A is LISTEN.
+            if fields.get(3) != Some(&"0A") || u16::from_str_radix(p, 16).ok()? != port {
+                return None;
+            }
+            let raw = u32::from_str_radix(ip, 16).ok()?;
+            Some(std::net::Ipv4Addr::from(raw.swap_bytes()))
+        })
+        .collect()
+}
+
+// Issue 7 item 1: with neither key nor secret the API is open, on loopback only, with a
+// warning; TLS from PEM files.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_open_api_listens_on_loopback_only_and_tls_works() {
+    let mut fixture = Fixture::new();
+    let cert = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).unwrap();
+    let cert_file = fixture.temp.path().join("api.crt");
+    let key_file = fixture.temp.path().join("api.key");
+    std::fs::write(&cert_file, cert.cert.pem()).unwrap();
+    std::fs::write(&key_file, cert.signing_key.serialize_pem()).unwrap();
+    let (index, mut clients, addr) = plugin_with_api(
+        &mut fixture,
+        &[
+            &format!("--management-api-tls-cert={}", cert_file.display()),
+            &format!("--management-api-tls-key={}", key_file.display()),
+        ],
+    )
+    .await;
+    assert_eq!(
+        listeners_on(addr.port()),
+        vec![std::net::Ipv4Addr::LOCALHOST]
+    );
+    let site = fixture
+        .start_static_site(&mut clients, "web", "hello")
+        .await;
+    let (response, _) = http::get_tls(
+        addr,
+        "localhost",
+        &format!("/api/v1/allocs/{}/web/status", site.alloc.alloc_id),
+        http::Trust::Roots(vec![cert.cert.der().clone()]),
+    )
+    .await
+    .unwrap();
+    assert_eq!(response.status, 200, "{}", response.text());
+    assert_eq!(
+        json_of(&response)["applicationPools"][0]["status"],
+        "Started"
+    );
+    // Plain HTTP on a TLS port gets no answer.
+    assert!(http::get(addr, "localhost", "/api/v1/debug").await.is_err());
+    let stderr = fixture.plugin(index).stderr.snapshot().join("\n");
+    assert!(stderr.contains("no API key and no JWT secret"), "{stderr}");
+    fixture.assert_clean(index);
+}
+
+/// A `nomad_iis run`, killed with its hosts on drop.
+struct StandaloneRun {
+    child: std::process::Child,
+    lines: std::sync::mpsc::Receiver<String>,
+}
+
+impl Drop for StandaloneRun {
+    fn drop(&mut self) {
+        // Hosts die with `run` (parent-death signal).
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+// Issue 7 item 1: `nomad_iis run --management-api-port` serves the API over its tasks.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn standalone_run_serves_the_api() {
+    use std::io::BufRead;
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(dir.path().join("site")).unwrap();
+    std::fs::write(dir.path().join("site/index.html"), "standalone").unwrap();
+    let config = dir.path().join("site.hcl");
+    std::fs::write(
+        &config,
+        "application { path = \"site\" }\nbinding {\n  type = \"http\"\n  port = \"http\"\n}\n",
+    )
+    .unwrap();
+    let port = free_port();
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_nomad_iis"))
+        .arg("run")
+        .arg(&config)
+        .arg("--runtime-dir")
+        .arg(dir.path().join("rt"))
+        .arg(format!("--management-api-port={port}"))
+        .arg("--management-api-key-env=TEST_API_KEY")
+        .env("TEST_API_KEY", KEY)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let (tx, lines) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stdout)
+            .lines()
+            .map_while(Result::ok)
+        {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let run = StandaloneRun { child, lines };
+    let mut banner = Vec::new();
+    while let Ok(line) = run.lines.recv_timeout(Duration::from_secs(60)) {
+        if line.starts_with("Press Ctrl-C") {
+            break;
+        }
+        banner.push(line);
+    }
+    let alloc = banner
+        .iter()
+        .find_map(|l| l.trim().strip_prefix("alloc "))
+        .and_then(|rest| rest.split_whitespace().next())
+        .unwrap_or_else(|| panic!("no alloc line in {banner:?}"))
+        .to_owned();
+    assert!(
+        banner.iter().any(|l| l.contains("Management API: http://")),
+        "{banner:?}"
+    );
+    let addr = local(port);
+    let status = with_key(
+        addr,
+        "GET",
+        &format!("/api/v1/allocs/{alloc}/site/status"),
+        b"",
+    )
+    .await;
+    assert_eq!(status.status, 200, "{}", status.text());
+    assert_eq!(json_of(&status)["jobName"], "site");
+    let denied = http::request(addr, "GET", "/api/v1/debug", &[], b"")
+        .await
+        .unwrap();
+    assert_eq!(denied.status, 401);
+    let stopped = with_key(addr, "GET", &format!("/api/v1/allocs/{alloc}/stop"), b"").await;
+    assert_eq!(stopped.status, 200, "{}", stopped.text());
+    assert!(
+        run.lines
+            .recv_timeout(Duration::from_secs(10))
+            .is_ok_and(|l| l.contains("stopped via the Management API")),
+        "no event line"
+    );
+}
