@@ -63,15 +63,12 @@ const GO_ZERO_TIME: prost_types::Timestamp = prost_types::Timestamp {
 /// Time limit for control commands other than shutdown.
 const CONTROL_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// The Management API settings given on the plugin's command line.
+/// The Management API as the driver sees it. Its keys and secrets stay with the binary and the
+/// `management` crate, so they can never reach the driver's `Debug` output or logs.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ManagementApi {
-    /// Listening port.
+    /// Listening port asked for on the command line.
     pub port: u16,
-    /// `--management-api-key`.
-    pub api_key: Option<String>,
-    /// `--management-api-jwt-secret`.
-    pub jwt_secret: Option<String>,
 }
 
 /// How this plugin process runs, from its command line.
@@ -83,7 +80,7 @@ pub struct DriverOptions {
     pub host_command: HostCommand,
     /// How long a new host may take to answer its control socket.
     pub host_ready_timeout: Duration,
-    /// The Management API, when enabled (reported by the fingerprint; served elsewhere).
+    /// The Management API, when asked for (the fingerprint reports it once served).
     pub management_api: Option<ManagementApi>,
     /// `--procdump-accept-eula`.
     pub procdump_accept_eula: bool,
@@ -122,6 +119,10 @@ struct Inner {
     mhz_per_core: f64,
     /// Dynamic ids for `ApplicationPoolIdentity`, recorded under the runtime root.
     identities: Allocator,
+    /// The Management API's port once it is served (0: not served); the fingerprint says so.
+    management_served: std::sync::atomic::AtomicU16,
+    /// `true` once a SetConfig carried `nomad_config`: this is the long-lived plugin instance.
+    nomad_configured: tokio::sync::watch::Sender<bool>,
 }
 
 type RpcResult<T> = Result<Response<T>, Status>;
@@ -138,6 +139,8 @@ impl IisDriver {
                 mhz_per_core: stats::mhz_per_core(),
                 identities: Allocator::new(&options.runtime_root),
                 options,
+                management_served: std::sync::atomic::AtomicU16::new(0),
+                nomad_configured: tokio::sync::watch::channel(false).0,
             }),
         }
     }
@@ -173,6 +176,28 @@ impl IisDriver {
         self.inner.tasks.all()
     }
 
+    /// Completes once Nomad sent a SetConfig with `nomad_config`: only the long-lived plugin
+    /// instance (P3 of the protocol doc §1) gets one, so only it should bind the Management API.
+    pub async fn nomad_configured(&self) {
+        let mut configured = self.inner.nomad_configured.subscribe();
+        // An error means the sender is gone, which cannot happen while `self` lives.
+        let _ = configured.wait_for(|c| *c).await;
+    }
+
+    /// Records that the Management API is served on `port` (`None`: not served).
+    pub fn set_management_api_served(&self, port: Option<u16>) {
+        self.inner
+            .management_served
+            .store(port.unwrap_or(0), std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// Whether process dumps are allowed: `--procdump-accept-eula=true` or the driver config's
+    /// `procdump { accept_eula = true }`.
+    pub fn procdump_allowed(&self) -> bool {
+        self.inner.options.procdump_accept_eula
+            || self.config().procdump.is_some_and(|p| p.accept_eula)
+    }
+
     fn config(&self) -> config::DriverConfig {
         self.inner
             .config
@@ -193,13 +218,13 @@ impl IisDriver {
             target_websites: !config.allowed_target_websites.is_empty(),
         };
         let facts = NodeFacts {
-            management_api_port: self
-                .inner
-                .options
-                .management_api
-                .as_ref()
-                .map(|m| m.port)
-                .filter(|p| *p != 0),
+            // Enabled only when actually served, not merely asked for.
+            management_api_port: Some(
+                self.inner
+                    .management_served
+                    .load(std::sync::atomic::Ordering::Relaxed),
+            )
+            .filter(|p| *p != 0),
             runtime_root: self.root().to_owned(),
         };
         fingerprint::fingerprint(&reported, &facts)
@@ -931,6 +956,7 @@ impl BasePlugin for IisDriver {
             config::DriverConfig::from_msgpack(&request.msgpack_config)
                 .map_err(|e| Status::from(DriverError::InvalidConfig(e.to_string())))?
         };
+        let long_lived = request.nomad_config.is_some();
         if let Some(driver) = request.nomad_config.and_then(|c| c.driver) {
             tracing::debug!(
                 min_port = driver.client_min_port,
@@ -940,6 +966,9 @@ impl BasePlugin for IisDriver {
         }
         tracing::info!(enabled = config.enabled, interval = ?config.fingerprint_interval, "driver configured");
         *self.inner.config.write().unwrap_or_else(|p| p.into_inner()) = config;
+        if long_lived {
+            self.inner.nomad_configured.send_replace(true);
+        }
         Ok(Response::new(base_pb::SetConfigResponse {}))
     }
 }

@@ -11,7 +11,7 @@ use crate::runtime;
 /// Inputs of one fingerprint that do not come from the driver config.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NodeFacts {
-    /// Whether the plugin was started with a Management API port.
+    /// The port the Management API is served on (`None`: not served).
     pub management_api_port: Option<u16>,
     /// Root of the hosts' runtime folders (must be creatable and writable).
     pub runtime_root: PathBuf,

@@ -14,6 +14,7 @@
 //! - [`stats`]: CPU and memory from procfs.
 //! - [`events`]: the task-event broadcast.
 //! - [`fingerprint`]: node attributes and health.
+//! - [`registry`]: the tasks as the Management API sees them ([`control::TaskRegistry`]).
 //! - [`error`]: [`DriverError`] and its mapping to gRPC statuses (recoverable or not).
 //! - `test_support` (unit tests only): builders of host specs and driver states.
 //!
@@ -37,6 +38,7 @@ pub mod identity;
 // `pre_exec` is unsafe; see the module doc for why our use is sound.
 #[allow(unsafe_code)]
 pub mod process;
+pub mod registry;
 pub mod runtime;
 pub mod state;
 pub mod stats;
@@ -48,4 +50,5 @@ pub use driver::{
 };
 pub use error::DriverError;
 pub use process::HostCommand;
+pub use registry::DriverRegistry;
 pub use state::{DRIVER_STATE_VERSION, DriverState};

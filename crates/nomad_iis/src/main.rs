@@ -8,6 +8,8 @@
 
 #![forbid(unsafe_code)]
 
+mod capture_engines;
+mod management_args;
 mod plugin_mode;
 mod standalone;
 

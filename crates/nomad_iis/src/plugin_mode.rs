@@ -33,15 +33,9 @@ struct PluginArgs {
     /// Serve gRPC on TCP 127.0.0.1:N (0 = any free port) instead of a unix socket.
     #[arg(long, value_name = "N")]
     port: Option<u16>,
-    /// Port of the Management API (0 or absent = off).
-    #[arg(long, value_name = "N")]
-    management_api_port: Option<u16>,
-    /// API key the Management API requires in `X-Api-Key`.
-    #[arg(long, value_name = "KEY")]
-    management_api_key: Option<String>,
-    /// Secret for the Management API's HS256 JWTs.
-    #[arg(long, value_name = "SECRET")]
-    management_api_jwt_secret: Option<String>,
+    /// The Management API.
+    #[command(flatten)]
+    management: crate::management_args::ManagementArgs,
     /// Accept the procdump EULA (process dumps through the Management API).
     #[arg(long, value_name = "BOOL", action = ArgAction::Set, default_value_t = false)]
     procdump_accept_eula: bool,
@@ -86,8 +80,13 @@ Usage:
 Plugin options (plugin \"nomad_iis\" {{ args = [...] }}); --flag=value and --flag value both work:
   --port=N                         serve gRPC on TCP 127.0.0.1:N (0 = any free port) instead of a unix socket
   --management-api-port=N          enable the Management API on port N (0 or absent = off)
+  --management-api-address=IP      listen address (default all interfaces; 127.0.0.1 without key/secret)
   --management-api-key=KEY         API key required in X-Api-Key
-  --management-api-jwt-secret=S    secret for HS256 bearer tokens
+  --management-api-key-file=PATH   ... read from the first line of a file (keeps it out of ps)
+  --management-api-key-env=NAME    ... read from an environment variable
+  --management-api-jwt-secret=S    secret for HS256 bearer tokens (also -file=PATH, -env=NAME)
+  --management-api-tls-cert=PATH   serve the API over TLS (PEM chain; with --management-api-tls-key=PATH)
+  --management-api-upload-limit=N  largest upload, e.g. 500M (default 1G)
   --procdump-accept-eula=true      accept the procdump EULA (process dumps)
   --runtime-dir=PATH               root of the site hosts' runtime folders (default {DEFAULT_RUNTIME_DIR})
 
@@ -233,24 +232,22 @@ async fn run_driver(args: PluginArgs) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    let management = match args.management.settings() {
+        Ok(settings) => settings,
+        Err(e) => {
+            tracing::error!(error = %e, "invalid management API settings");
+            return ExitCode::FAILURE;
+        }
+    };
     let mut options = DriverOptions::new(runtime_root, host_command);
-    options.management_api = args
-        .management_api_port
-        .filter(|port| *port != 0)
-        .map(|port| ManagementApi {
-            port,
-            api_key: args.management_api_key,
-            jwt_secret: args.management_api_jwt_secret,
-        });
+    options.management_api = management.as_ref().map(|settings| ManagementApi {
+        port: settings.port,
+    });
     options.procdump_accept_eula = args.procdump_accept_eula;
-    if let Some(api) = &options.management_api {
-        // The Management API is a later step: its settings are accepted and fingerprinted.
-        tracing::info!(
-            port = api.port,
-            "management API settings accepted (not served yet)"
-        );
-    }
     let driver = IisDriver::new(options);
+    if let Some(settings) = management {
+        tokio::spawn(serve_management(driver.clone(), settings));
+    }
     let listen = match args.port {
         Some(port) => Listen::Tcp { port },
         None => Listen::Unix { dir: None },
@@ -268,6 +265,34 @@ async fn run_driver(args: PluginArgs) -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// How long a restarted plugin waits for the previous one to release the API's port.
+const MANAGEMENT_BIND_PATIENCE: Duration = Duration::from_secs(30);
+
+/// Serves the Management API once this process turns out to be the long-lived plugin instance
+/// (a SetConfig with `nomad_config`): the short-lived launches Nomad makes at agent start never
+/// bind, so none of them fails on a busy port. Tasks recovered later appear as they come.
+async fn serve_management(driver: IisDriver, settings: management::Settings) {
+    driver.nomad_configured().await;
+    let bound = match settings.bind(MANAGEMENT_BIND_PATIENCE).await {
+        Ok(bound) => bound,
+        Err(e) => {
+            tracing::error!(error = %e, "management API not served");
+            return;
+        }
+    };
+    driver.set_management_api_served(Some(bound.local_addr().port()));
+    let registry = std::sync::Arc::new(driver::DriverRegistry::new(driver.clone()));
+    let dumps = driver.clone();
+    let api = management::Api::new(
+        registry,
+        crate::capture_engines::engines(),
+        settings.credentials.clone(),
+        settings.limits,
+        std::sync::Arc::new(move || dumps.procdump_allowed()),
+    );
+    bound.serve(api, std::future::pending()).await;
 }
 
 /// How long a panic waits for its log line to be written (the process may be about to end).
@@ -370,9 +395,10 @@ mod tests {
         ])
         .unwrap();
         assert_eq!(args.port, Some(0));
-        assert_eq!(args.management_api_port, Some(5004));
-        assert_eq!(args.management_api_key.as_deref(), Some("k"));
-        assert_eq!(args.management_api_jwt_secret.as_deref(), Some("s"));
+        assert_eq!(args.management.management_api_port, Some(5004));
+        let settings = args.management.settings().unwrap().unwrap();
+        assert!(settings.credentials.api_key.unwrap().matches(b"k"));
+        assert!(settings.credentials.jwt_secret.unwrap().matches(b"s"));
         assert!(args.procdump_accept_eula);
         assert_eq!(args.runtime_dir, PathBuf::from("/tmp/x"));
         let defaults = parse(&[]).unwrap();

@@ -24,6 +24,12 @@ struct RunArgs {
     /// `/dev/null` (which turns the access log off).
     #[arg(long, value_name = "PATH")]
     stdout: Option<PathBuf>,
+    /// The Management API over the tasks of this run.
+    #[command(flatten)]
+    management: crate::management_args::ManagementArgs,
+    /// Allow process dumps through the Management API (they hold the process's secrets).
+    #[arg(long, value_name = "BOOL", action = clap::ArgAction::Set, default_value_t = false)]
+    procdump_accept_eula: bool,
 }
 
 fn parse_port(s: &str) -> Result<(String, u16), String> {
@@ -64,7 +70,17 @@ pub fn main(args: &[OsString]) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    let management = match parsed.management.settings() {
+        Ok(settings) => settings,
+        Err(e) => {
+            eprintln!("nomad_iis run: {e}");
+            return ExitCode::from(2);
+        }
+    };
     let options = standalone::RunOptions {
+        management,
+        procdump_accept_eula: parsed.procdump_accept_eula,
+        capture: Some(crate::capture_engines::engines()),
         job_file: parsed.job_file,
         ports: parsed.ports.into_iter().collect::<BTreeMap<_, _>>(),
         runtime_root: parsed.runtime_dir,

@@ -4,6 +4,7 @@
 //! # Layout
 //! - [`jobfile`]: reads the job file (or a bare `config {}` body) into a plan.
 //! - `supervise`: hosts are children of `run`; start, wait until ready, stop.
+//! - [`registry`]: the running tasks as the Management API sees them.
 //! - this file: port allocation, config decoding exactly as the plugin does it (hcldec →
 //!   cty msgpack → [`config::TaskConfig`]), the runtime folders, the console output, Ctrl-C.
 //!
@@ -14,6 +15,7 @@
 #![deny(unsafe_code)]
 
 pub mod jobfile;
+pub mod registry;
 mod supervise;
 
 use std::collections::BTreeMap;
@@ -32,7 +34,7 @@ use crate::jobfile::{Interpolation, JobPlan, TaskPlan};
 use crate::supervise::HostChild;
 
 /// What `nomad_iis run` was asked to do.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct RunOptions {
     /// The job file (or bare config file).
     pub job_file: PathBuf,
@@ -44,6 +46,12 @@ pub struct RunOptions {
     pub host_binary: PathBuf,
     /// Where the tasks' stdout (access log, worker output) goes; this console by default.
     pub stdout_path: Option<PathBuf>,
+    /// The Management API, when `--management-api-port` is given.
+    pub management: Option<management::Settings>,
+    /// `--procdump-accept-eula`: process dumps through the Management API are allowed.
+    pub procdump_accept_eula: bool,
+    /// The screenshot and dump engines (none: those routes answer 501).
+    pub capture: Option<std::sync::Arc<dyn management::CaptureBackend>>,
 }
 
 /// A task prepared to start: its resolved spec.
@@ -83,6 +91,18 @@ async fn run_async(options: RunOptions) -> anyhow::Result<i32> {
         prepared.push(prepare(&plan, task, &options, &job_dir, &root.path)?);
     }
 
+    // Bound before any host starts, so a busy port stops the run before anything runs.
+    let management = match &options.management {
+        Some(settings) => Some(
+            settings
+                .bind(Duration::ZERO)
+                .await
+                .context("cannot serve the management API")?,
+        ),
+        None => None,
+    };
+    let registry = std::sync::Arc::new(registry::StandaloneRegistry::default());
+
     let mut hosts: Vec<HostChild> = Vec::new();
     let mut out = std::io::stdout().lock();
     writeln!(
@@ -105,6 +125,14 @@ async fn run_async(options: RunOptions) -> anyhow::Result<i32> {
         {
             Ok((host, status)) => {
                 print_task(&task, &status);
+                registry.add(control::RegisteredTask {
+                    alloc_id: task.alloc_id.clone(),
+                    task_name: task.spec.task_name.clone(),
+                    namespace: "default".to_owned(),
+                    job_name: plan.job_name.clone(),
+                    spec: task.spec.clone(),
+                    recovered: false,
+                });
                 hosts.push(host);
             }
             Err(e) => {
@@ -112,6 +140,25 @@ async fn run_async(options: RunOptions) -> anyhow::Result<i32> {
                 return Err(e);
             }
         }
+    }
+    if let (Some(bound), Some(settings)) = (management, &options.management) {
+        let scheme = if bound.is_tls() { "https" } else { "http" };
+        println!(
+            "Management API: {scheme}://{}/api/v1/ (OpenAPI document at /api/v1/openapi.json)",
+            bound.local_addr()
+        );
+        let eula = options.procdump_accept_eula;
+        let api = management::Api::new(
+            registry.clone(),
+            options
+                .capture
+                .clone()
+                .unwrap_or_else(|| std::sync::Arc::new(management::NoCapture)),
+            settings.credentials.clone(),
+            settings.limits,
+            std::sync::Arc::new(move || eula),
+        );
+        tokio::spawn(bound.serve(api, std::future::pending()));
     }
     println!("Press Ctrl-C to stop.");
 

@@ -219,3 +219,32 @@ impl ServerCertVerifier for AcceptAny {
         self.0.signature_verification_algorithms.supported_schemes()
     }
 }
+
+/// Any request over plain TCP: `target` is sent exactly as given (no normalisation, so tests
+/// can send `..` and percent-encoded separators), with `Content-Length` for `body`.
+pub async fn request(
+    addr: SocketAddr,
+    method: &str,
+    target: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> io::Result<Response> {
+    let mut stream = TcpStream::connect(addr).await?;
+    let mut head = format!(
+        "{method} {target} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nUser-Agent: harness\r\nContent-Length: {}\r\n",
+        body.len()
+    );
+    for (name, value) in headers {
+        head.push_str(&format!("{name}: {value}\r\n"));
+    }
+    head.push_str("\r\n");
+    stream.write_all(head.as_bytes()).await?;
+    // A server may answer (413, 401) before reading the whole body and close: that is fine.
+    let _ = stream.write_all(body).await;
+    let mut raw = Vec::new();
+    tokio::time::timeout(Duration::from_secs(120), stream.read_to_end(&mut raw))
+        .await
+        .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "no complete response in 120 s"))?
+        .or_else(|e| if raw.is_empty() { Err(e) } else { Ok(0) })?;
+    parse(&raw)
+}
