@@ -399,3 +399,65 @@ async fn a_recycle_under_load_fails_no_request() {
     );
     fixture.assert_clean(index);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_workers_stop_and_periodic_restart_recycles() {
+    let (mut fixture, index, mut clients) = configured().await;
+    let idle_config = r#"
+application { path = "local/site" }
+application_pool {
+  idle_timeout = "1s"
+}
+binding {
+  type = "http"
+  port = "http"
+}
+"#;
+    let (_alloc, idle, port) = start_worker_task(
+        &fixture,
+        &mut clients,
+        "idle",
+        PYTHON_HTTP_SERVER,
+        idle_config,
+    )
+    .await;
+    let response = http::get(harness::local(port), "localhost", "/")
+        .await
+        .unwrap();
+    assert_eq!(response.status, 200);
+    let worker = new_worker(&idle, None).await;
+    assert!(
+        harness::eventually(Duration::from_secs(15), || !harness::alive(worker)).await,
+        "the idle worker {worker} kept running"
+    );
+    assert!(worker_pids(&idle).await.is_empty());
+
+    let periodic_config = r#"
+application { path = "local/site" }
+application_pool {
+  start_mode = "AlwaysRunning"
+  periodic_restart = "2s"
+}
+binding {
+  type = "http"
+  port = "http"
+}
+"#;
+    let (_alloc, periodic, _port) = start_worker_task(
+        &fixture,
+        &mut clients,
+        "periodic",
+        PYTHON_HTTP_SERVER,
+        periodic_config,
+    )
+    .await;
+    let first = new_worker(&periodic, None).await;
+    let second = new_worker(&periodic, Some(first)).await;
+    assert_ne!(first, second);
+    let status = control_client(&periodic).status().await.unwrap();
+    assert!(status.pools[0].recycles >= 1);
+    clients.stop_and_destroy(idle.id()).await;
+    clients.stop_and_destroy(periodic.id()).await;
+    assert!(fixture.host_processes().is_empty());
+    fixture.assert_clean(index);
+}
