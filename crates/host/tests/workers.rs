@@ -914,3 +914,51 @@ async fn workers_run_as_the_pool_identity_when_the_host_is_root() {
         assert_eq!(field("Uid:").split(' ').next(), Some(me.as_str()));
     }
 }
+
+#[tokio::test]
+async fn requests_beyond_the_queue_length_get_503_while_the_worker_starts() {
+    let mut site = worker_site("slow-start");
+    site.spec.pools[0].queue_length = 2;
+    let host = start(site.spec.clone()).await;
+    let addr = host.addr(0);
+    let waiting: Vec<_> = (0..5)
+        .map(|_| tokio::spawn(async move { request(addr, "GET", "/pid", vec![]).await.0 }))
+        .collect();
+    let mut codes = Vec::new();
+    for request in waiting {
+        codes.push(request.await.unwrap());
+    }
+    let ok = codes.iter().filter(|c| **c == StatusCode::OK).count();
+    let refused = codes
+        .iter()
+        .filter(|c| **c == StatusCode::SERVICE_UNAVAILABLE)
+        .count();
+    assert_eq!((ok, refused), (2, 3), "{codes:?}");
+    assert_eq!(
+        pool_status(&host.client.status().await.unwrap()).worker_starts,
+        1
+    );
+}
+
+#[tokio::test]
+async fn a_static_pool_restarts_periodically_and_serves_changed_files() {
+    let mut site = Site::new();
+    site.spec.pools[0].periodic_restart = Duration::from_millis(500);
+    site.write("app/data.txt", "v1");
+    let host = start(site.spec.clone()).await;
+    let (_, _, body) = request(host.addr(0), "GET", "/data.txt", vec![]).await;
+    assert_eq!(body, "v1");
+    let recycles = pool_status(&host.client.status().await.unwrap()).recycles;
+    site.write("app/data.txt", "v2");
+    let client = host.client.clone();
+    assert!(
+        eventually(200, || async {
+            pool_status(&client.status().await.unwrap()).recycles > recycles
+        })
+        .await,
+        "no periodic restart of a static pool"
+    );
+    let (_, _, body) = request(host.addr(0), "GET", "/data.txt", vec![]).await;
+    assert_eq!(body, "v2");
+    assert!(pool_status(&host.client.status().await.unwrap()).is_static);
+}
