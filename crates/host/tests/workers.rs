@@ -962,3 +962,32 @@ async fn a_static_pool_restarts_periodically_and_serves_changed_files() {
     assert_eq!(body, "v2");
     assert!(pool_status(&host.client.status().await.unwrap()).is_static);
 }
+
+#[tokio::test]
+async fn a_recycle_with_a_broken_web_config_changes_nothing() {
+    let site = Site::new();
+    site.write("app/worker.py", WORKER_PY);
+    site.write("app/web.config", http_platform_config(""));
+    let host = start(site.spec.clone()).await;
+    let (_, _, before) = request(host.addr(0), "GET", "/pid", vec![]).await;
+    site.write("app/web.config", "<configuration><system.webServer>");
+    let error = host
+        .client
+        .send(&Command::RecyclePool { pool: None })
+        .await
+        .unwrap_err();
+    let control::ClientError::Refused(message) = error else {
+        panic!("expected a refusal, got {error:?}");
+    };
+    assert!(
+        message.starts_with("cannot recycle: application[0].path: "),
+        "{message}"
+    );
+    assert!(message.contains("web.config"), "{message}");
+    let (status, _, after) = request(host.addr(0), "GET", "/pid", vec![]).await;
+    assert_eq!((status, after), (StatusCode::OK, before));
+    assert_eq!(
+        pool_status(&host.client.status().await.unwrap()).recycles,
+        0
+    );
+}
