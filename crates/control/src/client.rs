@@ -1,4 +1,10 @@
 //! An async client for a host's control socket.
+//!
+//! Each command gets its own deadline: a status answers at once, but a start or recycle waits
+//! for workers to start and old ones to stop. With the host's spec known
+//! ([`Client::for_spec`]) the deadline is [`crate::command_deadline`]; without it, the same
+//! rule with IIS's default limits (90 s each). [`Client::with_timeout`] sets one limit for
+//! every command instead.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -6,7 +12,10 @@ use std::time::Duration;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::UnixStream;
 
+use std::sync::Arc;
+
 use crate::protocol::{Command, HostStatus, Reply};
+use crate::spec::HostSpec;
 
 /// Failure talking to a host.
 #[derive(Debug, thiserror::Error)]
@@ -44,22 +53,67 @@ pub enum ClientError {
 #[derive(Debug, Clone)]
 pub struct Client {
     socket: PathBuf,
-    timeout: Duration,
+    /// One limit for every command, when set.
+    timeout: Option<Duration>,
+    /// The host's limits, for per-command deadlines.
+    limits: Option<Arc<DeadlineLimits>>,
 }
 
+/// The parts of a spec that deadlines depend on.
+#[derive(Debug)]
+struct DeadlineLimits(HostSpec);
+
+/// Start and shutdown limits assumed for a host whose spec the client does not know (IIS's
+/// defaults).
+const DEFAULT_POOL_LIMIT: Duration = Duration::from_secs(90);
+
 impl Client {
-    /// A client for the socket at `socket`, with a 10 s limit per call.
+    /// A client for the socket at `socket`, with per-command deadlines for IIS's default
+    /// limits (10 s for a status).
     pub fn new(socket: impl Into<PathBuf>) -> Self {
         Self {
             socket: socket.into(),
-            timeout: Duration::from_secs(10),
+            timeout: None,
+            limits: None,
         }
     }
 
-    /// Changes the per-call time limit (shutdown with a long drain needs more).
-    pub fn with_timeout(mut self, timeout: Duration) -> Self {
-        self.timeout = timeout;
+    /// Per-command deadlines from the spec the host runs ([`crate::command_deadline`]).
+    pub fn for_spec(mut self, spec: &HostSpec) -> Self {
+        let mut limits = spec.clone();
+        // Only the pools' limits matter; the rest is dropped to keep clones cheap.
+        limits.applications.clear();
+        limits.bindings.clear();
+        limits.env.clear();
+        self.limits = Some(Arc::new(DeadlineLimits(limits)));
         self
+    }
+
+    /// One time limit for every command instead of per-command deadlines.
+    pub fn with_timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = Some(timeout);
+        self
+    }
+
+    /// How long `command` may take before [`ClientError::Timeout`].
+    pub fn deadline(&self, command: &Command) -> Duration {
+        if let Some(timeout) = self.timeout {
+            return timeout;
+        }
+        match &self.limits {
+            Some(limits) => crate::command_deadline(command, &limits.0),
+            None => {
+                let base = Duration::from_secs(10);
+                match command {
+                    Command::Status => base,
+                    Command::StartPool { .. } | Command::StopPool { .. } => {
+                        base + DEFAULT_POOL_LIMIT
+                    }
+                    Command::RecyclePool { .. } => base + 2 * DEFAULT_POOL_LIMIT,
+                    Command::Shutdown { grace } => base + *grace,
+                }
+            }
+        }
     }
 
     /// The socket path.
@@ -69,7 +123,7 @@ impl Client {
 
     /// Sends one command and returns the host's status after it.
     pub async fn send(&self, command: &Command) -> Result<HostStatus, ClientError> {
-        let timeout = self.timeout;
+        let timeout = self.deadline(command);
         match tokio::time::timeout(timeout, self.exchange(command)).await {
             Ok(result) => result,
             Err(_) => Err(ClientError::Timeout {
@@ -113,5 +167,25 @@ impl Client {
                 detail: e.to_string(),
             }),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn deadlines_follow_the_command() {
+        let client = Client::new("/x.sock");
+        assert_eq!(client.deadline(&Command::Status), Duration::from_secs(10));
+        assert_eq!(
+            client.deadline(&Command::RecyclePool { pool: None }),
+            Duration::from_secs(190)
+        );
+        let fixed = client.clone().with_timeout(Duration::from_secs(2));
+        assert_eq!(
+            fixed.deadline(&Command::RecyclePool { pool: None }),
+            Duration::from_secs(2)
+        );
     }
 }

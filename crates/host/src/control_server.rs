@@ -101,7 +101,7 @@ async fn answer(stream: UnixStream, state: &HostState) -> std::io::Result<()> {
             message: format!("cannot read command: {e}"),
         },
         Ok(Ok(_)) => match serde_json::from_str::<Command>(line.trim()) {
-            Ok(command) => state.apply(&command),
+            Ok(command) => state.apply(&command).await,
             Err(e) => Reply::Error {
                 message: format!("bad command: {e}"),
             },

@@ -6,10 +6,17 @@
 //! 2. open the log sinks (stdout: access log; stderr: the host's notices);
 //! 3. build the TLS configurations, loading or generating every certificate;
 //! 4. create missing application folders, copy the placeholder into empty ones;
-//! 5. build the pools and their file sites;
+//! 5. build the pools: their file sites, and each application's worker configuration (the
+//!    job's `process {}` or the folder's `web.config`);
 //! 6. bind every listener;
 //! 7. start the control server on `control.sock` (mode 0600), last, so a control `Status`
-//!    that answers means the host is ready.
+//!    that answers means the host is ready. AlwaysRunning pools start their workers then,
+//!    in the background (requests wait for them, bounded by `queue_length`).
+//!
+//! Pools report worker starts, exits and failures on an event channel; the host writes them
+//! to the task's stderr, and when rapid-fail protection stops a pool it shuts down with exit
+//! code `control::exit_code::POOL_FAILED` and a reason naming the pool and the last worker
+//! exit. At exit, after the drain, every pool's workers are stopped.
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -17,17 +24,22 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use control::{BindingKind, Command, ExitRecord, HostSpec, HostStatus, Reply};
-use tokio::sync::watch;
+use control::{
+    ApplicationKind, ApplicationStatus, BindingKind, Command, ExitRecord, HostSpec, HostStatus,
+    Reply,
+};
+use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 use tokio_rustls::TlsAcceptor;
 
-use crate::error::{EXIT_OK, StartupError};
+use crate::error::StartupError;
 use crate::log_sink::LogSink;
 use crate::placeholder::prepare_application_folders;
-use crate::pool::{Pool, PoolBackend, SiteKey, StaticBackend};
+use crate::pool::{Pool, PoolContext, PoolEvent, SiteKey, StaticBackend, load_worker_configs};
+use crate::proxy::Proxy;
 use crate::router::Router;
 use crate::server::{self, Connections};
+use crate::worker::OutputSinks;
 use crate::{control_server, plan, tls};
 
 /// The longest drain a signal or the caller's shutdown future gets (a control `Shutdown`
@@ -53,14 +65,30 @@ pub(crate) struct HostState {
     pub notices: Arc<LogSink>,
     /// Bound addresses, in listener order.
     pub listening: Vec<SocketAddr>,
+    /// Whether listener `i` speaks TLS (`X-Forwarded-Proto`).
+    pub listener_tls: Vec<bool>,
+    /// The reverse proxy to workers, with its pooled upstream connections.
+    pub proxy: ProxyHandle,
+    /// Warnings for the operator (status `warnings`), e.g. an in-process hosting model.
+    warnings: std::sync::Mutex<Vec<String>>,
     /// The first shutdown request wins; `wait` watches it.
     shutdown: watch::Sender<Option<ShutdownRequest>>,
+}
+
+/// The proxy, shown in the state's `Debug` output by name only.
+pub(crate) struct ProxyHandle(pub Proxy);
+
+impl std::fmt::Debug for ProxyHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Proxy")
+    }
 }
 
 #[derive(Debug, Clone)]
 struct ShutdownRequest {
     grace: Duration,
     reason: String,
+    code: i32,
 }
 
 impl HostState {
@@ -75,6 +103,33 @@ impl HostState {
         write_notice(&self.notices, &message);
     }
 
+    fn add_warnings(&self, new: Vec<String>) {
+        let mut warnings = self.warnings.lock().unwrap_or_else(|e| e.into_inner());
+        for warning in new {
+            if !warnings.contains(&warning) {
+                self.notice(format!("warning: {warning}"));
+                warnings.push(warning);
+            }
+        }
+    }
+
+    fn applications(&self) -> Vec<ApplicationStatus> {
+        self.spec
+            .applications
+            .iter()
+            .enumerate()
+            .map(|(index, app)| ApplicationStatus {
+                alias: app.alias.clone(),
+                pool: app.pool.clone(),
+                path: app.path.clone(),
+                kind: self
+                    .pool_of(index)
+                    .worker_config(index)
+                    .map_or(ApplicationKind::Static, |c| c.kind),
+            })
+            .collect()
+    }
+
     fn status(&self) -> HostStatus {
         HostStatus {
             pid: std::process::id(),
@@ -83,19 +138,49 @@ impl HostState {
             pools: self.pools.iter().map(|p| p.status()).collect(),
             dropped_log_lines: self.access_log.dropped(),
             protocol: control::PROTOCOL_VERSION,
-            applications: Vec::new(),
-            warnings: Vec::new(),
+            applications: self.applications(),
+            warnings: self
+                .warnings
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .clone(),
         }
     }
 
-    fn request_shutdown(&self, grace: Duration, reason: String) {
+    fn request_shutdown(&self, grace: Duration, reason: String, code: i32) {
         self.shutdown.send_if_modified(|current| {
             if current.is_some() {
                 return false;
             }
-            *current = Some(ShutdownRequest { grace, reason });
+            *current = Some(ShutdownRequest {
+                grace,
+                reason,
+                code,
+            });
             true
         });
+    }
+
+    /// Writes pool events to the task's stderr; a rapid-fail stop ends the host.
+    async fn handle_events(self: Arc<Self>, mut events: mpsc::UnboundedReceiver<PoolEvent>) {
+        while let Some(event) = events.recv().await {
+            match event {
+                PoolEvent::Notice(text) => self.notice(text),
+                PoolEvent::WorkerFailed { pool, text } => {
+                    self.notice(format!("pool {pool}: worker failure: {text}"))
+                }
+                PoolEvent::RapidFail { pool, last_exit } => {
+                    let reason =
+                        format!("pool {pool} stopped by rapid-fail protection: {last_exit}");
+                    self.notice(reason.clone());
+                    self.request_shutdown(
+                        Duration::from_secs(5),
+                        reason,
+                        control::exit_code::POOL_FAILED,
+                    );
+                }
+            }
+        }
     }
 
     /// The pools a command names: one, or all for `None`.
@@ -111,38 +196,34 @@ impl HostState {
         }
     }
 
-    /// Carries out one command; a failed command changes nothing.
-    pub fn apply(&self, command: &Command) -> Reply {
+    /// Carries out one command; a failed command changes nothing. Start and recycle wait for
+    /// workers to start (the control client allows `control::command_deadline` for that).
+    pub async fn apply(&self, command: &Command) -> Reply {
         let done = match command {
             Command::Status => Ok(()),
-            Command::StartPool { pool } => self.select(pool.as_deref()).map(|pools| {
-                for pool in pools {
-                    pool.start();
-                    self.notice(format!("pool {} started", pool.name()));
+            Command::StartPool { pool } => match self.select(pool.as_deref()) {
+                Ok(pools) => {
+                    for pool in pools {
+                        pool.start().await;
+                        self.notice(format!("pool {} started", pool.name()));
+                    }
+                    Ok(())
                 }
-            }),
+                Err(e) => Err(e),
+            },
             Command::StopPool { pool } => self.select(pool.as_deref()).map(|pools| {
                 for pool in pools {
                     pool.stop();
                     self.notice(format!("pool {} stopped", pool.name()));
                 }
             }),
-            Command::RecyclePool { pool } => self.select(pool.as_deref()).and_then(|pools| {
-                let prepared = pools
-                    .iter()
-                    .map(|p| p.prepare_recycle())
-                    .collect::<Result<Vec<_>, _>>()
-                    .map_err(|e| format!("cannot recycle: {e}"))?;
-                for recycle in prepared {
-                    recycle.commit();
-                }
-                for pool in pools {
-                    self.notice(format!("pool {} recycled", pool.name()));
-                }
-                Ok(())
-            }),
+            Command::RecyclePool { pool } => self.recycle(pool.as_deref()).await,
             Command::Shutdown { grace } => {
-                self.request_shutdown(*grace, "stopped by control command".into());
+                self.request_shutdown(
+                    *grace,
+                    "stopped by control command".into(),
+                    control::exit_code::OK,
+                );
                 Ok(())
             }
         };
@@ -154,6 +235,33 @@ impl HostState {
                 self.notice(format!("command refused: {message}"));
                 Reply::Error { message }
             }
+        }
+    }
+}
+
+impl HostState {
+    /// Recycles one pool or all: every new site and configuration is built first (all or
+    /// nothing), then each pool recycles its workers.
+    async fn recycle(&self, pool: Option<&str>) -> Result<(), String> {
+        let pools = self.select(pool)?;
+        let prepared = pools
+            .iter()
+            .map(|p| p.prepare_recycle(&self.spec))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| format!("cannot recycle: {e}"))?;
+        let mut errors = Vec::new();
+        for recycle in prepared {
+            let name = recycle.pool_name().to_string();
+            self.add_warnings(recycle.warnings.clone());
+            match recycle.commit().await {
+                Ok(()) => self.notice(format!("pool {name} recycled")),
+                Err(e) => errors.push(format!("pool {name}: {e}")),
+            }
+        }
+        if errors.is_empty() {
+            Ok(())
+        } else {
+            Err(format!("recycle incomplete: {}", errors.join("; ")))
         }
     }
 }
@@ -179,6 +287,10 @@ pub struct Host {
     control: JoinHandle<()>,
     control_stop: tokio_util::sync::CancellationToken,
     control_socket: PathBuf,
+    /// Ends the pools' timers and the AlwaysRunning start-up at exit.
+    pools_stop: tokio_util::sync::CancellationToken,
+    /// The event loop (ends when every pool, and so every sender, is gone).
+    events: JoinHandle<()>,
 }
 
 impl std::fmt::Debug for Connections {
@@ -201,14 +313,15 @@ impl HostHandle {
 
     /// Carries out one control command, exactly as the control socket does. Call it inside the
     /// host's tokio runtime: a stop with requests in flight spawns the task that waits for them.
-    pub fn apply(&self, command: &Command) -> Reply {
-        self.0.apply(command)
+    pub async fn apply(&self, command: &Command) -> Reply {
+        self.0.apply(command).await
     }
 
     /// Asks the host to stop accepting, drain for at most `grace` and finish; the first request
-    /// wins and its `reason` goes into the exit record.
+    /// wins and its `reason` goes into the exit record (exit code 0).
     pub fn request_shutdown(&self, grace: Duration, reason: impl Into<String>) {
-        self.0.request_shutdown(grace, reason.into());
+        self.0
+            .request_shutdown(grace, reason.into(), control::exit_code::OK);
     }
 
     /// The drain limit for shutdowns that do not name one: the largest
@@ -236,8 +349,16 @@ impl Host {
             LogSink::open(&spec.stderr_path, "stderr")
                 .map_err(|e| StartupError::other("cannot start the notice writer", e))?,
         );
-        let prepared = prepare(&spec, &listener_plans);
-        let (pools, application_pool, bound) = match prepared {
+        let (event_sender, event_receiver) = mpsc::unbounded_channel();
+        let context = PoolContext {
+            sinks: OutputSinks {
+                stdout: access_log.clone(),
+                stderr: notices.clone(),
+            },
+            events: event_sender,
+        };
+        let prepared = prepare(&spec, &listener_plans, context);
+        let (pools, application_pool, bound, warnings) = match prepared {
             Ok(parts) => parts,
             Err(error) => {
                 write_notice(&notices, &format!("cannot start: {error}"));
@@ -246,6 +367,7 @@ impl Host {
         };
         let router = Router::new(&spec, &listener_plans);
         let listening = bound.iter().map(|b| b.local).collect();
+        let listener_tls = bound.iter().map(|b| b.tls.is_some()).collect();
         let control_socket = spec.runtime_dir.join(control::CONTROL_SOCKET);
         let (shutdown, _) = watch::channel(None);
         let state = Arc::new(HostState {
@@ -256,8 +378,13 @@ impl Host {
             access_log,
             notices,
             listening,
+            listener_tls,
+            proxy: ProxyHandle(Proxy::new()),
+            warnings: std::sync::Mutex::new(Vec::new()),
             shutdown,
         });
+        state.add_warnings(warnings);
+        let events = tokio::spawn(state.clone().handle_events(event_receiver));
         let connections = Connections::new();
         let accept_loops = bound
             .into_iter()
@@ -287,6 +414,18 @@ impl Host {
                 return Err(error);
             }
         };
+        let pools_stop = tokio_util::sync::CancellationToken::new();
+        let spec = Arc::new(state.spec.clone());
+        for pool in &state.pools {
+            tokio::spawn(pool.clone().run_timers(spec.clone(), pools_stop.clone()));
+            let (pool, stop) = (pool.clone(), pools_stop.clone());
+            tokio::spawn(async move {
+                tokio::select! {
+                    _ = stop.cancelled() => {}
+                    _ = pool.start_workers() => {}
+                }
+            });
+        }
         state.notice(format!(
             "site {} started, listening on {}",
             state.spec.site_name,
@@ -304,6 +443,8 @@ impl Host {
             control,
             control_stop,
             control_socket,
+            pools_stop,
+            events,
         })
     }
 
@@ -325,6 +466,7 @@ impl Host {
         .unwrap_or(ShutdownRequest {
             grace: Duration::ZERO,
             reason: "shutdown channel closed".into(),
+            code: crate::error::EXIT_FAILURE,
         });
         self.state.notice(format!(
             "shutting down ({}), draining for at most {:?}",
@@ -350,23 +492,43 @@ impl Host {
             self.connections.tracker.wait().await;
         }
 
+        // Workers go after the requests they served: SIGTERM, SIGKILL after their pool's
+        // shutdown limit, at most the grace (never less than a second to exit cleanly).
+        self.pools_stop.cancel();
+        let worker_limit = request.grace.max(Duration::from_secs(1));
+        futures::future::join_all(self.state.pools.iter().map(|pool| {
+            let limit = pool.spec().shutdown_time_limit.min(worker_limit);
+            pool.shutdown(limit)
+        }))
+        .await;
+
         self.control_stop.cancel();
         let _ = self.control.await;
         let _ = std::fs::remove_file(&self.control_socket);
         self.state.notice(format!("stopped: {}", request.reason));
+        self.events.abort();
         self.state.access_log.close();
         self.state.notices.close();
         ExitRecord {
-            code: EXIT_OK,
+            code: request.code,
             reason: request.reason,
         }
     }
 }
 
-type Prepared = (Vec<Arc<Pool>>, Vec<usize>, Vec<server::BoundListener>);
+type Prepared = (
+    Vec<Arc<Pool>>,
+    Vec<usize>,
+    Vec<server::BoundListener>,
+    Vec<String>,
+);
 
 /// Steps 3 to 6 of the start-up order.
-fn prepare(spec: &HostSpec, plans: &[plan::ListenerPlan]) -> Result<Prepared, StartupError> {
+fn prepare(
+    spec: &HostSpec,
+    plans: &[plan::ListenerPlan],
+    context: PoolContext,
+) -> Result<Prepared, StartupError> {
     let provider = tls::provider();
     let mut acceptors = Vec::with_capacity(plans.len());
     for listener in plans {
@@ -382,17 +544,19 @@ fn prepare(spec: &HostSpec, plans: &[plan::ListenerPlan]) -> Result<Prepared, St
 
     prepare_application_folders(spec)?;
 
-    let (pools, application_pool) = build_pools(spec)?;
+    let (pools, application_pool, warnings) = build_pools(spec, context)?;
 
     let bound = plans
         .iter()
         .zip(acceptors)
         .map(|(listener, acceptor)| server::bind(listener, acceptor))
         .collect::<Result<Vec<_>, _>>()?;
-    Ok((pools, application_pool, bound))
+    Ok((pools, application_pool, bound, warnings))
 }
 
-fn build_pools(spec: &HostSpec) -> Result<(Vec<Arc<Pool>>, Vec<usize>), StartupError> {
+type Pools = (Vec<Arc<Pool>>, Vec<usize>, Vec<String>);
+
+fn build_pools(spec: &HostSpec, context: PoolContext) -> Result<Pools, StartupError> {
     let mut application_pool = Vec::with_capacity(spec.applications.len());
     let mut roots: Vec<Vec<(SiteKey, PathBuf, String)>> = vec![Vec::new(); spec.pools.len()];
     for (index, app) in spec.applications.iter().enumerate() {
@@ -420,17 +584,33 @@ fn build_pools(spec: &HostSpec) -> Result<(Vec<Arc<Pool>>, Vec<usize>), StartupE
             ));
         }
     }
+    let mut warnings = Vec::new();
     let pools = spec
         .pools
         .iter()
+        .enumerate()
         .zip(roots)
-        .map(|(pool, roots)| {
+        .map(|((pool_index, pool), roots)| {
             let backend =
                 StaticBackend::new(roots).map_err(|e| StartupError::invalid(e.field, e.detail))?;
-            Ok(Pool::new(pool.clone(), PoolBackend::Static(backend)))
+            let applications: Vec<usize> = application_pool
+                .iter()
+                .enumerate()
+                .filter(|(_, p)| **p == pool_index)
+                .map(|(application, _)| application)
+                .collect();
+            let (configs, mut more) = load_worker_configs(spec, &applications)
+                .map_err(|e| StartupError::invalid(e.field, e.detail))?;
+            warnings.append(&mut more);
+            Ok(Pool::new(
+                pool.clone(),
+                backend,
+                applications.into_iter().zip(configs).collect(),
+                context.clone(),
+            ))
         })
         .collect::<Result<Vec<_>, StartupError>>()?;
-    Ok((pools, application_pool))
+    Ok((pools, application_pool, warnings))
 }
 
 /// Starts a host, runs it until `shutdown` resolves (or a control `Shutdown`), drains and

@@ -16,9 +16,14 @@
 //! - `tls`: certificates (PEM, PFX, self-signed), the SNI resolver, rustls configuration.
 //! - `placeholder`: creates application folders and fills empty ones.
 //! - `router`: host header and path alias → application, virtual directory, remainder.
-//! - `pool`: pool state machine, admission and in-flight counting, the static backend.
+//! - `pool`: pool state machine, admission and in-flight counting, static sites, worker
+//!   supervision (on-demand and always-running starts, overlapped recycle, idle timeout,
+//!   periodic restart, rapid-fail protection), events to the host.
+//! - `worker`: one worker process: configuration (`process {}` or `web.config`), port,
+//!   environment, readiness, output, stop.
+//! - `os`: the pre-`exec` code of worker children (the crate's only `unsafe`).
 //! - `proxy`: the reverse proxy to worker processes (forwarded headers, token, streaming,
-//!   WebSocket upgrades, 502/504).
+//!   WebSocket upgrades, 502/504, pooled keep-alive upstream connections).
 //! - `server`: binding, accept loops, HTTP/1.1 + HTTP/2, the request handler, draining.
 //! - `access_log`: the access log line and the body wrapper that writes it.
 //! - `log_sink`: non-blocking line output to FIFOs and files.
@@ -37,24 +42,25 @@
 //! SIGTERM and SIGINT drain and exit 0, with the largest `shutdown_time_limit` of the pools as
 //! grace, at most [`MAX_SIGNAL_GRACE`]; SIGHUP recycles every pool.
 
-#![forbid(unsafe_code)]
+// `unsafe` only in `os` (the code a worker's child runs before `exec`).
+#![deny(unsafe_code)]
 
 mod access_log;
 mod control_server;
 mod error;
 mod host;
 mod log_sink;
+mod os;
 mod placeholder;
 mod plan;
 mod pool;
-// Used by the worker backend; until it is wired in, only the tests call it.
-#[allow(dead_code)]
 mod proxy;
 mod router;
 mod server;
 #[cfg(test)]
 mod test_support;
 mod tls;
+mod worker;
 
 use std::path::Path;
 
@@ -179,11 +185,16 @@ async fn watch_signals(
             _ = term.recv() => "SIGTERM",
             _ = int.recv() => "SIGINT",
             _ = hup.recv() => {
-                if let control::Reply::Error { message } =
-                    handle.apply(&Command::RecyclePool { pool: None })
-                {
-                    tracing::warn!("SIGHUP recycle failed: {message}");
-                }
+                // In a task of its own: a recycle waits for new workers, and a SIGTERM meanwhile
+                // must still be heard.
+                let handle = handle.clone();
+                tokio::spawn(async move {
+                    if let control::Reply::Error { message } =
+                        handle.apply(&Command::RecyclePool { pool: None }).await
+                    {
+                        tracing::warn!("SIGHUP recycle failed: {message}");
+                    }
+                });
                 continue;
             }
         };

@@ -40,7 +40,8 @@ use crate::access_log::{Entry, ResponseBody};
 use crate::error::{StartupError, describe_io};
 use crate::host::HostState;
 use crate::plan::ListenerPlan;
-use crate::pool::{Admission, Body};
+use crate::pool::{Admission, Body, NoWorker};
+use crate::proxy::ForwardInfo;
 use crate::router::Miss;
 
 /// Pending connections the kernel queues per listener.
@@ -230,15 +231,17 @@ async fn serve_connection(
     match tls {
         None => match first_bytes(&stream, &connections).await {
             FirstBytes::Http1 => {
+                // With upgrades: a WebSocket handshake forwarded to a worker continues as a tunnel.
                 let connection = connections
                     .http1
-                    .serve_connection(TokioIo::new(stream), service);
+                    .serve_connection(TokioIo::new(stream), service)
+                    .with_upgrades();
                 drive(&connections, connection, |c| c.graceful_shutdown()).await
             }
             FirstBytes::Undecided => {
                 let connection = connections
                     .auto
-                    .serve_connection(TokioIo::new(stream), service);
+                    .serve_connection_with_upgrades(TokioIo::new(stream), service);
                 drive(&connections, connection, |c| c.graceful_shutdown()).await
             }
             FirstBytes::Nothing => {}
@@ -252,7 +255,7 @@ async fn serve_connection(
                 Ok(Ok(stream)) => {
                     let connection = connections
                         .auto
-                        .serve_connection(TokioIo::new(stream), service);
+                        .serve_connection_with_upgrades(TokioIo::new(stream), service);
                     drive(&connections, connection, |c| c.graceful_shutdown()).await
                 }
                 Ok(Err(e)) => {
@@ -302,7 +305,7 @@ async fn handle(
     request: Request<Incoming>,
 ) -> Result<Response<ResponseBody>, Dropped> {
     let state = &context.state;
-    let (parts, _body) = request.into_parts();
+    let (parts, body) = request.into_parts();
     let host = parts.uri.host().or_else(|| {
         parts
             .headers
@@ -324,7 +327,7 @@ async fn handle(
     if let Some(entry) = &mut entry {
         entry.set_pool(pool.name());
     }
-    let in_flight = match pool.admit() {
+    let mut in_flight = match pool.admit() {
         Admission::Admitted(guard) => guard,
         Admission::Refused(UnavailableResponse::HttpLevel) => {
             return Ok(finish(
@@ -343,6 +346,39 @@ async fn handle(
             return Err(Dropped(pool.name().to_string()));
         }
     };
+    if pool.is_worker_application(target.application) {
+        // The whole request goes to the worker: full path (alias included), body streamed.
+        let application = target.application;
+        let info = ForwardInfo {
+            peer: context.peer,
+            scheme: if state.listener_tls[context.listener] {
+                "https"
+            } else {
+                "http"
+            },
+            host: host.map(str::to_owned),
+        };
+        let lease = match pool.worker_for(application).await {
+            Ok(lease) => lease,
+            Err(NoWorker::QueueFull | NoWorker::Stopped) => {
+                let response = plain(StatusCode::SERVICE_UNAVAILABLE);
+                return Ok(finish(state, response, entry, Some(in_flight)));
+            }
+            Err(NoWorker::StartFailed) => {
+                let response = plain(StatusCode::BAD_GATEWAY);
+                return Ok(finish(state, response, entry, Some(in_flight)));
+            }
+        };
+        let request = Request::from_parts(parts, body);
+        let response = state
+            .proxy
+            .0
+            .forward(request, &lease.worker().target, &info)
+            .await;
+        // The worker is not stopped by a recycle before this response is complete.
+        in_flight.hold(lease);
+        return Ok(finish(state, response, entry, Some(in_flight)));
+    }
     if target.remainder.is_empty() {
         // `/alias` → `/alias/`, as IIS does for a folder, so that relative links in the
         // application's pages resolve below its alias.
@@ -359,7 +395,7 @@ async fn handle(
     }
     let key = (target.application, target.virtual_directory);
     let response = pool
-        .serve(key, &parts.method, target.remainder, &parts.headers)
+        .serve_static(key, &parts.method, target.remainder, &parts.headers)
         .await
         .unwrap_or_else(|| plain(StatusCode::INTERNAL_SERVER_ERROR));
     Ok(finish(state, response, entry, Some(in_flight)))

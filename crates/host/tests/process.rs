@@ -23,7 +23,11 @@ fn main() {
     if let Some(dir) = std::env::var_os(CHILD_ENV) {
         std::process::exit(host::run_from_runtime_dir(Path::new(&dir)));
     }
-    let tests: [(&str, fn()); 5] = [
+    let tests: [(&str, fn()); 6] = [
+        (
+            "workers_die_with_a_killed_host",
+            workers_die_with_a_killed_host,
+        ),
         (
             "sigterm_drains_and_records_exit_0",
             sigterm_drains_and_records_exit_0,
@@ -225,4 +229,53 @@ fn a_missing_spec_exits_2_with_a_record() {
             site.spec.runtime_dir.join(control::SPEC_FILE).display()
         )
     );
+}
+
+/// Whether `pid` runs (a zombie does not count).
+fn running(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| {
+        stat.rsplit_once(')')
+            .and_then(|(_, rest)| rest.split_whitespace().next())
+            .is_some_and(|state| state != "Z")
+    })
+}
+
+fn workers_die_with_a_killed_host() {
+    let mut site = Site::new();
+    site.write("app/worker.py", include_str!("programs/worker.py"));
+    site.spec.applications[0].process = Some(control::ProcessSpec {
+        command: "python3".into(),
+        args: vec!["worker.py".into()],
+        env: Default::default(),
+    });
+    site.spec.pools[0].start_mode = control::StartMode::AlwaysRunning;
+    write_spec(&site);
+    let mut host = HostProcess::spawn(&site.spec.runtime_dir);
+    let worker = runtime().block_on(async {
+        host.ready().await;
+        let client = host.client();
+        for _ in 0..400 {
+            let status = client.status().await.unwrap();
+            if let Some(pid) = status.pools[0].worker_pids.first() {
+                return *pid;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!("no worker came up");
+    });
+    assert!(running(worker));
+    host.signal(Signal::SIGKILL);
+    host.wait();
+    let gone = (0..400).any(|_| {
+        if running(worker) {
+            std::thread::sleep(Duration::from_millis(25));
+            false
+        } else {
+            true
+        }
+    });
+    if !gone {
+        let _ = kill(Pid::from_raw(worker as i32), Signal::SIGKILL);
+    }
+    assert!(gone, "worker {worker} outlived its host's kill -9");
 }
