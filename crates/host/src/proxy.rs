@@ -16,11 +16,19 @@
 //!
 //! Bodies stream both ways frame by frame; nothing is buffered whole. Upstream connections
 //! are kept alive and pooled by one hyper-util client per host (pool key: the worker's
-//! address, so each worker has its own idle connections). A request that finds its pooled
-//! connection closed by the worker before it was sent is sent again on a new connection by
-//! hyper-util (it hands the unsent request back), bodies included. Idle connections are
-//! dropped after [`POOL_IDLE_TIMEOUT`], below the 5 s keep-alive timeout of Node's HTTP
-//! server, so we rarely race a worker that is closing an idle connection at all.
+//! address, so each worker has its own idle connections). Idle connections are dropped after
+//! [`POOL_IDLE_TIMEOUT`], below the 5 s keep-alive timeout of Node's HTTP server, so we rarely
+//! race a worker that is closing an idle connection at all.
+//!
+//! Retries: a worker may close an idle kept-alive connection just as we send a request on it.
+//! When hyper notices before writing, hyper-util sends the request again on a new connection.
+//! When it does not (the close is still in flight: the request is written, then the read
+//! finds the connection closed or reset), we send it again ourselves, once, under the rule
+//! browsers and WinHTTP apply: the connection had served earlier requests, the worker sent no
+//! response, and the body can be replayed (the first [`REPLAY_LIMIT`] bytes of every request
+//! body are kept until the response headers arrive). Any method: the worker never received
+//! the request on a connection it had already closed. A new connection that fails is the
+//! worker's failure, never retried.
 //!
 //! Failures: 502 Bad Gateway when the worker cannot be reached or dies before its response
 //! headers; 504 Gateway Timeout when the headers do not come within the target's
@@ -35,7 +43,10 @@
 
 use std::io;
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -45,9 +56,11 @@ use http::header::{
 use http::uri::{Authority, Scheme};
 use http::{HeaderMap, Request, Response, StatusCode, Uri, Version};
 use http_body_util::{BodyExt, Full};
-use hyper::body::Incoming;
+use hyper::body::{Body as _, Frame, Incoming, SizeHint};
 use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::connect::{
+    Connected, Connection, HttpConnector, capture_connection,
+};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 
 use crate::pool::Body;
@@ -56,6 +69,10 @@ use crate::pool::Body;
 /// (Kestrel's is 130 s), so the worker rarely closes a connection we are about to use; a new
 /// loopback connection costs far less than a failed request.
 pub(crate) const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(4);
+
+/// How much of a request body is kept for a replay. Forms and JSON fit; a large upload that
+/// meets a closing connection fails with 502 rather than be held in memory.
+pub(crate) const REPLAY_LIMIT: usize = 64 * 1024;
 
 const KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
 const PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
@@ -68,7 +85,7 @@ const MS_ASPNETCORE_TOKEN: HeaderName = HeaderName::from_static("ms-aspnetcore-t
 pub(crate) struct Proxy {
     /// hyper-util's pooling client over plain TCP with `TCP_NODELAY`; it sends the client's
     /// request body as it arrives.
-    client: Client<HttpConnector, Incoming>,
+    client: Client<UsesConnector, ReplayBody>,
 }
 
 /// Where a request goes: one worker.
@@ -102,6 +119,7 @@ impl Proxy {
         connector.set_nodelay(true);
         // A worker that does not accept within this is as good as down.
         connector.set_connect_timeout(Some(Duration::from_secs(10)));
+        let connector = UsesConnector(connector);
         let client = Client::builder(TokioExecutor::new())
             .pool_timer(TokioTimer::new())
             .timer(TokioTimer::new())
@@ -156,7 +174,7 @@ impl Proxy {
             return error_response(StatusCode::BAD_GATEWAY);
         }
 
-        let sent = self.client.request(Request::from_parts(parts, body));
+        let sent = self.send_with_replay(parts, body);
         let mut response = match tokio::time::timeout(target.request_timeout, sent).await {
             Ok(Ok(response)) => response,
             Ok(Err(e)) => {
@@ -179,6 +197,289 @@ impl Proxy {
         // A worker speaking HTTP/1.0 must not make our client connection HTTP/1.0.
         parts.version = Version::HTTP_11;
         Response::from_parts(parts, body.map_err(io::Error::other).boxed_unsync())
+    }
+
+    /// Sends the request; once more on a new connection when a reused one turns out to have
+    /// been closed by the worker before it could answer (see the module doc).
+    async fn send_with_replay(
+        &self,
+        parts: http::request::Parts,
+        body: Incoming,
+    ) -> Result<Response<Incoming>, hyper_util::client::legacy::Error> {
+        let (method, uri, headers) = (
+            parts.method.clone(),
+            parts.uri.clone(),
+            parts.headers.clone(),
+        );
+        let body = ReplayBody::new(body);
+        let mut request = Request::from_parts(parts, body.clone());
+        let captured = capture_connection(&mut request);
+        let error = match self.client.request(request).await {
+            Ok(response) => {
+                note_use(&captured);
+                return Ok(response);
+            }
+            Err(e) => e,
+        };
+        let reused = note_use(&captured) > 0;
+        let Some(replay) = body
+            .replay()
+            .filter(|_| reused && closed_before_response(&error))
+        else {
+            return Err(error);
+        };
+        tracing::debug!(error = %error_chain(&error), "pooled connection closed by the worker, sending again");
+        let mut request = Request::new(replay);
+        *request.method_mut() = method;
+        *request.uri_mut() = uri;
+        *request.headers_mut() = headers;
+        let captured = capture_connection(&mut request);
+        let result = self.client.request(request).await;
+        note_use(&captured);
+        result
+    }
+}
+
+// === impl UsesConnector ===
+
+/// hyper-util's HTTP connector, with a count of the requests each connection has carried, so
+/// a failed request can tell a reused connection from a new one.
+#[derive(Clone)]
+struct UsesConnector(HttpConnector);
+
+/// Requests finished (response headers or failure) on one upstream connection.
+#[derive(Clone, Default)]
+struct Uses(Arc<AtomicUsize>);
+
+/// An upstream connection that reports its [`Uses`] in its [`Connected`] metadata.
+struct CountedIo {
+    io: TokioIo<tokio::net::TcpStream>,
+    uses: Uses,
+}
+
+impl tower_service::Service<Uri> for UsesConnector {
+    type Response = CountedIo;
+    type Error = <HttpConnector as tower_service::Service<Uri>>::Error;
+    type Future = Pin<Box<dyn Future<Output = Result<CountedIo, Self::Error>> + Send>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.0.poll_ready(cx)
+    }
+
+    fn call(&mut self, uri: Uri) -> Self::Future {
+        let connecting = self.0.call(uri);
+        Box::pin(async move {
+            Ok(CountedIo {
+                io: connecting.await?,
+                uses: Uses::default(),
+            })
+        })
+    }
+}
+
+impl Connection for CountedIo {
+    fn connected(&self) -> Connected {
+        self.io.connected().extra(self.uses.clone())
+    }
+}
+
+impl hyper::rt::Read for CountedIo {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: hyper::rt::ReadBufCursor<'_>,
+    ) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.io).poll_read(cx, buf)
+    }
+}
+
+impl hyper::rt::Write for CountedIo {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.io).poll_write(cx, buf)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.io).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.io).poll_shutdown(cx)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.io.is_write_vectored()
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.io).poll_write_vectored(cx, bufs)
+    }
+}
+
+/// Counts one finished request on the connection the client chose; returns how many had
+/// finished on it before. 0 when no connection was chosen (a connect failure).
+fn note_use(captured: &hyper_util::client::legacy::connect::CaptureConnection) -> usize {
+    let mut extensions = http::Extensions::new();
+    match captured.connection_metadata().as_ref() {
+        Some(connected) => connected.get_extras(&mut extensions),
+        None => return 0,
+    }
+    extensions
+        .get::<Uses>()
+        .map_or(0, |uses| uses.0.fetch_add(1, Ordering::Relaxed))
+}
+
+/// The connection ended (closed or reset) before a response: what a worker's close of an
+/// idle connection looks like to a request written on it. Not a timeout, not a bad response.
+fn closed_before_response(error: &hyper_util::client::legacy::Error) -> bool {
+    if error.is_connect() {
+        return false;
+    }
+    let mut source: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(error);
+    while let Some(e) = source {
+        if let Some(h) = e.downcast_ref::<hyper::Error>()
+            && (h.is_incomplete_message() || h.is_canceled())
+        {
+            return true;
+        }
+        if let Some(io) = e.downcast_ref::<io::Error>()
+            && matches!(
+                io.kind(),
+                io::ErrorKind::ConnectionReset
+                    | io::ErrorKind::BrokenPipe
+                    | io::ErrorKind::ConnectionAborted
+            )
+        {
+            return true;
+        }
+        source = e.source();
+    }
+    false
+}
+
+// === impl ReplayBody ===
+
+/// The client's request body as sent upstream, keeping its first [`REPLAY_LIMIT`] bytes so the
+/// request can be sent again. Clones share the client's body: each clone first yields the
+/// kept frames it has not yet yielded, then reads on from the client.
+struct ReplayBody {
+    /// `None` for a request without a body (most of them): nothing to share or keep.
+    shared: Option<Arc<Mutex<ReplayState>>>,
+    /// Frames of `kept` this clone has yielded.
+    position: usize,
+    /// The client body's size, for the upstream framing.
+    size: SizeHint,
+}
+
+struct ReplayState {
+    /// The rest of the client's body; `None` once it has ended or failed.
+    rest: Option<Incoming>,
+    /// Data frames read so far, while they fit in [`REPLAY_LIMIT`].
+    kept: Vec<Bytes>,
+    kept_len: usize,
+    /// More was read than can be kept (or trailers or an error came): no replay.
+    spent: bool,
+}
+
+impl ReplayBody {
+    fn new(body: Incoming) -> Self {
+        let size = body.size_hint();
+        let shared = (!body.is_end_stream()).then(|| {
+            Arc::new(Mutex::new(ReplayState {
+                rest: Some(body),
+                kept: Vec::new(),
+                kept_len: 0,
+                spent: false,
+            }))
+        });
+        Self {
+            shared,
+            position: 0,
+            size,
+        }
+    }
+
+    /// A body that sends everything again from the start, if it can.
+    fn replay(&self) -> Option<ReplayBody> {
+        if let Some(shared) = &self.shared {
+            let state = shared.lock().ok()?;
+            if state.spent {
+                return None;
+            }
+        }
+        Some(self.clone())
+    }
+}
+
+impl Clone for ReplayBody {
+    fn clone(&self) -> Self {
+        Self {
+            shared: self.shared.clone(),
+            position: 0,
+            size: self.size,
+        }
+    }
+}
+
+impl hyper::body::Body for ReplayBody {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        let this = &mut *self;
+        let Some(shared) = &this.shared else {
+            return Poll::Ready(None);
+        };
+        // Poisoned only if a poll panicked; the body is then as good as gone.
+        let Ok(mut state) = shared.lock() else {
+            return Poll::Ready(None);
+        };
+        if let Some(frame) = state.kept.get(this.position) {
+            this.position += 1;
+            return Poll::Ready(Some(Ok(Frame::data(frame.clone()))));
+        }
+        let Some(rest) = state.rest.as_mut() else {
+            return Poll::Ready(None);
+        };
+        let polled = Pin::new(rest).poll_frame(cx);
+        match &polled {
+            Poll::Ready(Some(Ok(frame))) => match frame.data_ref() {
+                Some(data) if !state.spent && state.kept_len + data.len() <= REPLAY_LIMIT => {
+                    state.kept_len += data.len();
+                    state.kept.push(data.clone());
+                    this.position += 1;
+                }
+                _ => {
+                    state.spent = true;
+                    state.kept = Vec::new();
+                }
+            },
+            Poll::Ready(Some(Err(_))) => {
+                state.spent = true;
+                state.rest = None;
+            }
+            Poll::Ready(None) => state.rest = None,
+            Poll::Pending => {}
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.shared.is_none()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.size
     }
 }
 
@@ -784,15 +1085,26 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_worker_that_dies_before_answering_gives_502() {
-        let up = raw_upstream(|mut stream| async move {
-            read_head(&mut stream).await;
-            drop(stream);
+    async fn a_worker_that_dies_before_answering_gives_502_and_is_not_sent_the_request_twice() {
+        // A new connection that fails is the worker's failure: the POST is not replayed.
+        let (accepted_tx, mut accepted) = mpsc::unbounded_channel::<()>();
+        let up = raw_upstream(move |mut stream| {
+            let accepted_tx = accepted_tx.clone();
+            async move {
+                accepted_tx.send(()).unwrap();
+                read_head(&mut stream).await;
+                drop(stream);
+            }
         })
         .await;
         let down = downstream(target(up, None)).await;
-        let request = Request::get("/").header(HOST, "h").body(empty()).unwrap();
+        let request = Request::post("/order")
+            .header(HOST, "h")
+            .body(full("once"))
+            .unwrap();
         assert_eq!(send(down, request).await.status(), StatusCode::BAD_GATEWAY);
+        accepted.recv().await.unwrap();
+        assert!(accepted.try_recv().is_err(), "the request was sent again");
     }
 
     #[tokio::test]
@@ -843,11 +1155,11 @@ mod tests {
         // `Incoming` body) is parked in the downstream server; the worker closes the pooled
         // connection; the parked request is forwarded at once, before the proxy's connection
         // task has run and seen the close. It must be sent again on a new connection, body
-        // included (with hyper-util's retry of unsent requests off, this test fails).
-        type Closer = oneshot::Sender<oneshot::Sender<()>>;
-        let (closers_tx, mut closers) = mpsc::unbounded_channel::<Closer>();
+        // included. Without the proxy's own replay this test fails with 502 (checked: hyper has
+        // already written the request when it finds the connection closed).
+        let (idle_tx, mut idle) = mpsc::unbounded_channel::<TcpStream>();
         let up = raw_upstream(move |mut stream| {
-            let closers_tx = closers_tx.clone();
+            let idle_tx = idle_tx.clone();
             async move {
                 let Some(head) = read_head(&mut stream).await else {
                     return;
@@ -859,15 +1171,8 @@ mod tests {
                         .into_bytes();
                 response.extend_from_slice(&body);
                 stream.write_all(&response).await.unwrap();
-                // Idle and kept alive until the test has this connection closed.
-                let (closer, close) = oneshot::channel();
-                closers_tx.send(closer).unwrap();
-                let done = close.await;
-                stream.shutdown().await.unwrap();
-                drop(stream);
-                if let Ok(done) = done {
-                    let _ = done.send(());
-                }
+                // Kept alive, idle, until the test closes it.
+                idle_tx.send(stream).unwrap();
             }
         })
         .await;
@@ -911,7 +1216,7 @@ mod tests {
                 .body(empty())
                 .unwrap();
             assert_eq!(send(down, request).await.status(), StatusCode::OK);
-            let pooled = closers.recv().await.unwrap();
+            let pooled = idle.recv().await.unwrap();
 
             let payload = format!("payload {i}");
             let request = Request::post("/form")
@@ -921,18 +1226,16 @@ mod tests {
                 .unwrap();
             let post = tokio::spawn(send(down, request));
             let go = parked.recv().await.unwrap();
-            let (done_tx, done) = oneshot::channel();
-            pooled.send(done_tx).unwrap();
-            done.await.unwrap();
+            // Closed and forwarded with nothing in between that could let the proxy's
+            // connection task see the close first.
+            drop(pooled);
             go.send(()).unwrap();
 
             let response = post.await.unwrap();
             assert_eq!(response.status(), StatusCode::OK, "iteration {i}");
             assert_eq!(text(response).await, payload);
-            // The connection the POST went on: closed too, so each round starts alike.
-            let (done_tx, done) = oneshot::channel();
-            closers.recv().await.unwrap().send(done_tx).unwrap();
-            done.await.unwrap();
+            // The connection the POST went on is closed too, so each round starts alike.
+            drop(idle.recv().await.unwrap());
         }
     }
 

@@ -242,7 +242,11 @@ async fn a_worker_that_never_listens_is_killed_at_the_start_time_limit() {
     let last = pool.last_worker_exit.clone().unwrap();
     assert!(last.contains("did not accept connections"), "{last}");
     assert!(last.contains("(start time limit); killed"), "{last}");
-    assert!(pool_never_left_a_python_child());
+    // SIGKILL takes effect a moment after it is sent.
+    assert!(
+        eventually(200, || async { pool_never_left_a_python_child() }).await,
+        "a worker killed at the start time limit is still running"
+    );
 }
 
 /// No python3 child of this test process is still running (zombies aside).
@@ -647,6 +651,16 @@ async fn a_worker_crashing_mid_request_gives_502_and_the_next_request_a_new_work
         Ok((status, _, _)) => assert_eq!(status, StatusCode::BAD_GATEWAY),
         Err(error) => assert!(!error.is_empty()),
     }
+    // The host learns of the exit from the kernel a moment after the connection broke; a
+    // request in that window still goes to the dying worker and gets a 502, as with IIS.
+    let client = host.client.clone();
+    assert!(
+        eventually(200, || async {
+            pool_status(&client.status().await.unwrap()).worker_failures == 1
+        })
+        .await,
+        "the crash was not counted"
+    );
     let (status, _, second) = request(addr, "GET", "/pid", vec![]).await;
     assert_eq!(status, StatusCode::OK);
     assert_ne!(first, second);
@@ -913,4 +927,81 @@ async fn workers_run_as_the_pool_identity_when_the_host_is_root() {
         let me = nix::unistd::geteuid().as_raw().to_string();
         assert_eq!(field("Uid:").split(' ').next(), Some(me.as_str()));
     }
+}
+
+#[tokio::test]
+async fn requests_beyond_the_queue_length_get_503_while_the_worker_starts() {
+    let mut site = worker_site("slow-start");
+    site.spec.pools[0].queue_length = 2;
+    let host = start(site.spec.clone()).await;
+    let addr = host.addr(0);
+    let waiting: Vec<_> = (0..5)
+        .map(|_| tokio::spawn(async move { request(addr, "GET", "/pid", vec![]).await.0 }))
+        .collect();
+    let mut codes = Vec::new();
+    for request in waiting {
+        codes.push(request.await.unwrap());
+    }
+    let ok = codes.iter().filter(|c| **c == StatusCode::OK).count();
+    let refused = codes
+        .iter()
+        .filter(|c| **c == StatusCode::SERVICE_UNAVAILABLE)
+        .count();
+    assert_eq!((ok, refused), (2, 3), "{codes:?}");
+    assert_eq!(
+        pool_status(&host.client.status().await.unwrap()).worker_starts,
+        1
+    );
+}
+
+#[tokio::test]
+async fn a_static_pool_restarts_periodically_and_serves_changed_files() {
+    let mut site = Site::new();
+    site.spec.pools[0].periodic_restart = Duration::from_millis(500);
+    site.write("app/data.txt", "v1");
+    let host = start(site.spec.clone()).await;
+    let (_, _, body) = request(host.addr(0), "GET", "/data.txt", vec![]).await;
+    assert_eq!(body, "v1");
+    let recycles = pool_status(&host.client.status().await.unwrap()).recycles;
+    site.write("app/data.txt", "v2");
+    let client = host.client.clone();
+    assert!(
+        eventually(200, || async {
+            pool_status(&client.status().await.unwrap()).recycles > recycles
+        })
+        .await,
+        "no periodic restart of a static pool"
+    );
+    let (_, _, body) = request(host.addr(0), "GET", "/data.txt", vec![]).await;
+    assert_eq!(body, "v2");
+    assert!(pool_status(&host.client.status().await.unwrap()).is_static);
+}
+
+#[tokio::test]
+async fn a_recycle_with_a_broken_web_config_changes_nothing() {
+    let site = Site::new();
+    site.write("app/worker.py", WORKER_PY);
+    site.write("app/web.config", http_platform_config(""));
+    let host = start(site.spec.clone()).await;
+    let (_, _, before) = request(host.addr(0), "GET", "/pid", vec![]).await;
+    site.write("app/web.config", "<configuration><system.webServer>");
+    let error = host
+        .client
+        .send(&Command::RecyclePool { pool: None })
+        .await
+        .unwrap_err();
+    let control::ClientError::Refused(message) = error else {
+        panic!("expected a refusal, got {error:?}");
+    };
+    assert!(
+        message.starts_with("cannot recycle: application[0].path: "),
+        "{message}"
+    );
+    assert!(message.contains("web.config"), "{message}");
+    let (status, _, after) = request(host.addr(0), "GET", "/pid", vec![]).await;
+    assert_eq!((status, after), (StatusCode::OK, before));
+    assert_eq!(
+        pool_status(&host.client.status().await.unwrap()).recycles,
+        0
+    );
 }

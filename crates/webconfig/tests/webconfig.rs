@@ -290,3 +290,15 @@ fn errors_name_the_attribute() {
         .to_string();
     assert!(error.starts_with("httpPlatform.arguments: "), "{error}");
 }
+
+#[test]
+fn the_worker_app_example_resolves_to_python_with_its_port() {
+    let app = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/worker-app/app");
+    let xml = std::fs::read_to_string(app.join("web.config")).unwrap();
+    let def = parse(&xml).unwrap().unwrap();
+    assert_eq!(def.module, Module::HttpPlatform);
+    let command = resolve_command(&def, &app, 5123).unwrap();
+    assert_eq!(command.program, on_path("python3"));
+    assert_eq!(command.args, ["app.py", "5123"]);
+    assert!(app.join(&command.args[0]).is_file());
+}
