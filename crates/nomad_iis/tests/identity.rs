@@ -304,3 +304,59 @@ async fn task_user_and_mapped_identities_win_and_allow_lists_name_the_field() {
     );
     fixture.assert_clean(index);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn identities_survive_a_plugin_restart_and_are_released_on_destroy() {
+    let mut fixture = Fixture::new();
+    let (first, mut clients) = fixture.configured_plugin(harness::DRIVER_CONFIG).await;
+    let one = allocation(&fixture, "one").await;
+    let (task_one, port_one) = start(&fixture, &mut clients, &one, &task_config(""), "")
+        .await
+        .expect("StartTask one");
+    let (uid_one, _, _) = parse_ids(&ask(port_one, "/").await);
+
+    // The plugin dies; a new one recovers the task from its persisted handle.
+    fixture.plugin(first).kill();
+    let (second, mut clients) = fixture.configured_plugin(harness::DRIVER_CONFIG).await;
+    clients
+        .recover(task_one.persisted_handle())
+        .await
+        .expect("RecoverTask");
+    assert_eq!(parse_ids(&ask(port_one, "/").await).0, uid_one);
+
+    // A task started by the new plugin gets an id of its own (the records survived).
+    let two = allocation(&fixture, "two").await;
+    let (task_two, port_two) = start(&fixture, &mut clients, &two, &task_config(""), "")
+        .await
+        .expect("StartTask two");
+    let (uid_two, _, _) = parse_ids(&ask(port_two, "/").await);
+    if is_root() {
+        assert_ne!(uid_two, uid_one, "an id in use was handed out again");
+    } else {
+        assert_eq!(
+            uid_two, uid_one,
+            "without root both run as the plugin's user"
+        );
+    }
+    assert_eq!(
+        ask(
+            port_two,
+            &query("read", &one.task_dir.join("local/site/secret.txt"))
+        )
+        .await,
+        if is_root() {
+            "errno:13"
+        } else {
+            "read:secret of one"
+        }
+    );
+
+    clients.stop_and_destroy(task_one.id()).await;
+    clients.stop_and_destroy(task_two.id()).await;
+    assert!(
+        fixture.runtime_leftovers().is_empty(),
+        "{:?}",
+        fixture.runtime_leftovers()
+    );
+    fixture.assert_clean(second);
+}
