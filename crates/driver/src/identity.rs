@@ -115,12 +115,14 @@ pub enum IdentityError {
 }
 
 impl IdentityError {
-    /// Whether retrying later can help (a full range, a busy disk) rather than a fix of the job.
+    /// Whether retrying later can help (a full range, a busy disk) rather than a fix of the job
+    /// or the node (an unknown user, a filesystem without ACL support).
     pub fn is_transient(&self) -> bool {
-        !matches!(
-            self,
-            IdentityError::UnknownUser { .. } | IdentityError::Config(_)
-        )
+        match self {
+            IdentityError::UnknownUser { .. } | IdentityError::Config(_) => false,
+            IdentityError::Acl(e) => e.source.raw_os_error() != Some(libc::EOPNOTSUPP),
+            _ => true,
+        }
     }
 }
 
