@@ -122,6 +122,8 @@ pub(crate) struct Pool {
     context: PoolContext,
 }
 
+/// Lock order: a slot's lock (`AppWorkers::slot`) may be held while taking `Pool::control`,
+/// never the other way round.
 #[derive(Debug)]
 struct PoolControl {
     state: PoolState,
@@ -428,6 +430,10 @@ impl Pool {
     }
 
     fn touch(&self) {
+        // Only the idle timer reads it: spare the static hot path a clock read per request.
+        if self.spec.idle_timeout.is_zero() {
+            return;
+        }
         let now = self.created.elapsed().as_millis() as u64;
         self.last_activity.store(now, Ordering::Relaxed);
     }
@@ -712,15 +718,17 @@ impl Pool {
     /// Stops the pool; see the module documentation. Returns at once (state Stopping or
     /// Stopped); a task finishes the drain. Must run inside a tokio runtime.
     pub fn stop(self: &Arc<Self>) {
+        // Slot locks before the control lock, never inside it: the request path takes them
+        // in that order.
+        let has_workers = self
+            .apps
+            .iter()
+            .any(|a| a.running().is_some() || a.lock().starting.is_some());
         let mut control = self.lock();
         if matches!(control.state, PoolState::Stopped | PoolState::Stopping) {
             return;
         }
         control.generation += 1;
-        let has_workers = self
-            .apps
-            .iter()
-            .any(|a| a.running().is_some() || a.lock().starting.is_some());
         if self.in_flight.load(Ordering::SeqCst) == 0 && !has_workers {
             control.state = PoolState::Stopped;
             return;

@@ -879,3 +879,115 @@ async fn an_uploaded_web_config_turns_a_static_app_into_a_worker_at_recycle() {
     assert_eq!(status, StatusCode::OK);
     assert!(body.starts_with("worker "), "{body}");
 }
+
+#[tokio::test]
+async fn workers_run_as_the_pool_identity_when_the_host_is_root() {
+    use std::os::unix::fs::PermissionsExt;
+    let mut site = worker_site("serve");
+    site.spec.pools[0].start_mode = StartMode::AlwaysRunning;
+    site.spec.pools[0].identity = Some(control::WorkerIdentity {
+        uid: 65534,
+        gid: 65534,
+        description: "LocalService (nobody)".into(),
+    });
+    // The identity must reach its application folder.
+    std::fs::set_permissions(site.dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let host = start(site.spec.clone()).await;
+    let pid = running_worker(&host).await;
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let field = |name: &str| {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(name))
+            .unwrap_or_default()
+            .split_whitespace()
+            .collect::<Vec<_>>()
+            .join(" ")
+    };
+    if nix::unistd::geteuid().is_root() {
+        assert_eq!(field("Uid:"), "65534 65534 65534 65534");
+        assert_eq!(field("Gid:"), "65534 65534 65534 65534");
+        assert_eq!(field("Groups:"), "", "supplementary groups were kept");
+    } else {
+        // Without root the host cannot switch users: workers run as the host's own.
+        let me = nix::unistd::geteuid().as_raw().to_string();
+        assert_eq!(field("Uid:").split(' ').next(), Some(me.as_str()));
+    }
+}
+
+#[tokio::test]
+async fn requests_beyond_the_queue_length_get_503_while_the_worker_starts() {
+    let mut site = worker_site("slow-start");
+    site.spec.pools[0].queue_length = 2;
+    let host = start(site.spec.clone()).await;
+    let addr = host.addr(0);
+    let waiting: Vec<_> = (0..5)
+        .map(|_| tokio::spawn(async move { request(addr, "GET", "/pid", vec![]).await.0 }))
+        .collect();
+    let mut codes = Vec::new();
+    for request in waiting {
+        codes.push(request.await.unwrap());
+    }
+    let ok = codes.iter().filter(|c| **c == StatusCode::OK).count();
+    let refused = codes
+        .iter()
+        .filter(|c| **c == StatusCode::SERVICE_UNAVAILABLE)
+        .count();
+    assert_eq!((ok, refused), (2, 3), "{codes:?}");
+    assert_eq!(
+        pool_status(&host.client.status().await.unwrap()).worker_starts,
+        1
+    );
+}
+
+#[tokio::test]
+async fn a_static_pool_restarts_periodically_and_serves_changed_files() {
+    let mut site = Site::new();
+    site.spec.pools[0].periodic_restart = Duration::from_millis(500);
+    site.write("app/data.txt", "v1");
+    let host = start(site.spec.clone()).await;
+    let (_, _, body) = request(host.addr(0), "GET", "/data.txt", vec![]).await;
+    assert_eq!(body, "v1");
+    let recycles = pool_status(&host.client.status().await.unwrap()).recycles;
+    site.write("app/data.txt", "v2");
+    let client = host.client.clone();
+    assert!(
+        eventually(200, || async {
+            pool_status(&client.status().await.unwrap()).recycles > recycles
+        })
+        .await,
+        "no periodic restart of a static pool"
+    );
+    let (_, _, body) = request(host.addr(0), "GET", "/data.txt", vec![]).await;
+    assert_eq!(body, "v2");
+    assert!(pool_status(&host.client.status().await.unwrap()).is_static);
+}
+
+#[tokio::test]
+async fn a_recycle_with_a_broken_web_config_changes_nothing() {
+    let site = Site::new();
+    site.write("app/worker.py", WORKER_PY);
+    site.write("app/web.config", http_platform_config(""));
+    let host = start(site.spec.clone()).await;
+    let (_, _, before) = request(host.addr(0), "GET", "/pid", vec![]).await;
+    site.write("app/web.config", "<configuration><system.webServer>");
+    let error = host
+        .client
+        .send(&Command::RecyclePool { pool: None })
+        .await
+        .unwrap_err();
+    let control::ClientError::Refused(message) = error else {
+        panic!("expected a refusal, got {error:?}");
+    };
+    assert!(
+        message.starts_with("cannot recycle: application[0].path: "),
+        "{message}"
+    );
+    assert!(message.contains("web.config"), "{message}");
+    let (status, _, after) = request(host.addr(0), "GET", "/pid", vec![]).await;
+    assert_eq!((status, after), (StatusCode::OK, before));
+    assert_eq!(
+        pool_status(&host.client.status().await.unwrap()).recycles,
+        0
+    );
+}

@@ -250,3 +250,214 @@ async fn a_crash_loop_fails_the_task_naming_the_pool() {
     clients.destroy(task.id(), true).await.unwrap();
     fixture.assert_clean(index);
 }
+
+/// The host's test worker program (routes `/pid`, `/env`, `/headers`, `/slow`, …).
+const WORKER_PY: &str = include_str!("../../host/tests/programs/worker.py");
+
+/// A published self-contained ASP.NET Core app as `dotnet publish` writes its web.config:
+/// `processPath=".\MyApp.exe"`, where on Linux only `MyApp` exists (here a script running the
+/// test worker).
+fn publish_aspnetcore_app(alloc: &Allocation) {
+    use std::os::unix::fs::PermissionsExt;
+    let site = alloc.static_site("site", "unused");
+    std::fs::write(site.join("worker.py"), WORKER_PY).unwrap();
+    std::fs::write(
+        site.join("MyApp"),
+        "#!/bin/sh\nexec python3 worker.py serve\n",
+    )
+    .unwrap();
+    std::fs::set_permissions(site.join("MyApp"), std::fs::Permissions::from_mode(0o755)).unwrap();
+    std::fs::write(
+        site.join("web.config"),
+        r#"<?xml version="1.0" encoding="utf-8"?>
+<configuration>
+  <location path="." inheritInChildApplications="false">
+    <system.webServer>
+      <handlers>
+        <add name="aspNetCore" path="*" verb="*" modules="AspNetCoreModuleV2" resourceType="Unspecified" />
+      </handlers>
+      <aspNetCore processPath=".\MyApp.exe" stdoutLogEnabled="false" stdoutLogFile=".\logs\stdout" hostingModel="inprocess" requestTimeout="00:00:02" />
+    </system.webServer>
+  </location>
+</configuration>
+"#,
+    )
+    .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_published_aspnetcore_app_gets_its_variables_token_and_limits() {
+    let (mut fixture, index, mut clients) = configured().await;
+    let alloc = fixture.allocation("shop").await;
+    publish_aspnetcore_app(&alloc);
+    let port = harness::free_port();
+    let config = r#"
+application {
+  path = "local/site"
+  alias = "/shop"
+}
+binding {
+  type = "http"
+  port = "http"
+}
+"#;
+    let task = fixture
+        .start_task(&mut clients, &alloc, config, &[("http", port)])
+        .await
+        .expect("StartTask");
+    let addr = harness::local(port);
+    let env = http::get(addr, "localhost", "/shop/env").await.unwrap();
+    assert_eq!(env.status, 200, "{}", env.text());
+    let env: serde_json::Value = serde_json::from_str(&env.text()).unwrap();
+    assert_eq!(env["ASPNETCORE_APPL_PATH"], "/shop");
+    assert_eq!(env["ASPNETCORE_PORT"], env["PORT"]);
+    assert_eq!(env["ASPNETCORE_IIS_HTTPAUTH"], "anonymous;");
+    assert_eq!(env["NOMAD_ALLOC_ID"], alloc.alloc_id.as_str());
+    let token = env["ASPNETCORE_TOKEN"].as_str().unwrap().to_string();
+    let headers = http::get(addr, "localhost", "/shop/headers").await.unwrap();
+    let headers: serde_json::Value = serde_json::from_str(&headers.text()).unwrap();
+    assert_eq!(headers["ms-aspnetcore-token"], token.as_str());
+    assert_eq!(headers["x-forwarded-proto"], "http");
+    // requestTimeout="00:00:02": a slower answer is a 504.
+    let slow = http::get(addr, "localhost", "/shop/slow?s=6")
+        .await
+        .unwrap();
+    assert_eq!(slow.status, 504);
+    // The in-process hosting model is reported, not refused.
+    let status = control_client(&task).status().await.unwrap();
+    assert!(
+        status.warnings.iter().any(|w| w.contains("inprocess")),
+        "{:?}",
+        status.warnings
+    );
+    clients.stop_and_destroy(task.id()).await;
+    assert!(fixture.host_processes().is_empty());
+    fixture.assert_clean(index);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_recycle_under_load_fails_no_request() {
+    let (mut fixture, index, mut clients) = configured().await;
+    let alloc = fixture.allocation("load").await;
+    let site = alloc.static_site("site", "unused");
+    std::fs::write(site.join("worker.py"), WORKER_PY).unwrap();
+    std::fs::write(
+        site.join("web.config"),
+        r#"<configuration><system.webServer>
+<httpPlatform processPath="python3" arguments=".\worker.py serve" />
+</system.webServer></configuration>"#,
+    )
+    .unwrap();
+    let port = harness::free_port();
+    let task = fixture
+        .start_task(&mut clients, &alloc, ALWAYS_RUNNING_SITE, &[("http", port)])
+        .await
+        .expect("StartTask");
+    let addr = harness::local(port);
+    let first = new_worker(&task, None).await;
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let mut load = Vec::new();
+    for _ in 0..6 {
+        let stop = stop.clone();
+        load.push(tokio::spawn(async move {
+            let (mut ok, mut failed) = (0u32, Vec::new());
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                match http::get(addr, "localhost", "/pid").await {
+                    Ok(response) if response.status == 200 => ok += 1,
+                    other => failed.push(format!("{other:?}")),
+                }
+            }
+            (ok, failed)
+        }));
+    }
+    for _ in 0..2 {
+        clients.signal(task.id(), "RECYCLE").await.unwrap();
+    }
+    // Each RECYCLE answers once the new worker serves; give the load a moment past the last.
+    let last = new_worker(&task, Some(first)).await;
+    let response = http::get(addr, "localhost", "/pid").await.unwrap();
+    assert_eq!(response.text(), last.to_string());
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let (mut ok, mut failed) = (0, Vec::new());
+    for task in load {
+        let (o, f) = task.await.unwrap();
+        ok += o;
+        failed.extend(f);
+    }
+    assert!(
+        failed.is_empty(),
+        "{} of {} failed: {:?}",
+        failed.len(),
+        ok,
+        failed.first()
+    );
+    assert!(ok > 10, "only {ok} requests");
+    clients.stop_and_destroy(task.id()).await;
+    assert!(
+        harness::eventually(Duration::from_secs(10), || !harness::alive(last)).await,
+        "worker {last} outlived the task"
+    );
+    fixture.assert_clean(index);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_workers_stop_and_periodic_restart_recycles() {
+    let (mut fixture, index, mut clients) = configured().await;
+    let idle_config = r#"
+application { path = "local/site" }
+application_pool {
+  idle_timeout = "1s"
+}
+binding {
+  type = "http"
+  port = "http"
+}
+"#;
+    let (_alloc, idle, port) = start_worker_task(
+        &fixture,
+        &mut clients,
+        "idle",
+        PYTHON_HTTP_SERVER,
+        idle_config,
+    )
+    .await;
+    let response = http::get(harness::local(port), "localhost", "/")
+        .await
+        .unwrap();
+    assert_eq!(response.status, 200);
+    let worker = new_worker(&idle, None).await;
+    assert!(
+        harness::eventually(Duration::from_secs(15), || !harness::alive(worker)).await,
+        "the idle worker {worker} kept running"
+    );
+    assert!(worker_pids(&idle).await.is_empty());
+
+    let periodic_config = r#"
+application { path = "local/site" }
+application_pool {
+  start_mode = "AlwaysRunning"
+  periodic_restart = "2s"
+}
+binding {
+  type = "http"
+  port = "http"
+}
+"#;
+    let (_alloc, periodic, _port) = start_worker_task(
+        &fixture,
+        &mut clients,
+        "periodic",
+        PYTHON_HTTP_SERVER,
+        periodic_config,
+    )
+    .await;
+    let first = new_worker(&periodic, None).await;
+    let second = new_worker(&periodic, Some(first)).await;
+    assert_ne!(first, second);
+    let status = control_client(&periodic).status().await.unwrap();
+    assert!(status.pools[0].recycles >= 1);
+    clients.stop_and_destroy(idle.id()).await;
+    clients.stop_and_destroy(periodic.id()).await;
+    assert!(fixture.host_processes().is_empty());
+    fixture.assert_clean(index);
+}
