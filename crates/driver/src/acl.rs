@@ -189,6 +189,16 @@ impl Acl {
         }
     }
 
+    /// Sets the permissions of the owning group.
+    pub fn set_group_obj(&mut self, perm: u16) {
+        for e in &mut self.entries {
+            if e.tag == TAG_GROUP_OBJ {
+                e.perm = perm;
+            }
+        }
+        self.recompute_mask();
+    }
+
     /// The base entries only (owner, group, other), as the start of a default ACL.
     fn base(&self) -> Self {
         let mut base = Self {
@@ -361,8 +371,10 @@ pub struct Grant {
     pub perm: u16,
     /// Also every folder and file below.
     pub recursive: bool,
-    /// Take every permission away from "other" on the root (not below it).
-    pub strip_other: bool,
+    /// Make the root root's alone before the grant (not below it): owner `root:root` (Nomad
+    /// hands task folders to `nobody`, which would keep owner rights), and no rights for the
+    /// owning group or others.
+    pub close: bool,
 }
 
 /// Gives `uid` the grant's rights on `root` (and below), in the access ACL of each and, for
@@ -375,11 +387,16 @@ pub fn grant(root: &Path, uid: u32, grant: Grant) -> Result<(), AclError> {
         } else {
             grant.perm & !EXECUTE
         };
-        let mut acl = access(path, meta).map_err(at(path))?;
-        acl.set_user(uid, perm);
-        if grant.strip_other && path == root {
-            acl.set_other(0);
+        let closing = grant.close && path == root;
+        if closing && (meta.uid() != 0 || meta.gid() != 0) {
+            std::os::unix::fs::lchown(path, Some(0), Some(0)).map_err(at(path))?;
         }
+        let mut acl = access(path, meta).map_err(at(path))?;
+        if closing {
+            acl.set_other(0);
+            acl.set_group_obj(0);
+        }
+        acl.set_user(uid, perm);
         write(path, Kind::Access, &acl).map_err(at(path))?;
         if is_dir {
             let mut default = match read(path, Kind::Default).map_err(at(path))? {
@@ -482,12 +499,22 @@ mod tests {
             Grant {
                 perm: READ | WRITE,
                 recursive: true,
-                strip_other: true,
+                close: true,
             },
         )
         .unwrap();
         let meta = fs::metadata(&root).unwrap();
         assert_eq!(meta.mode() & 0o007, 0, "other lost every right on the root");
+        let acl = read(&root, Kind::Access).unwrap().unwrap();
+        assert_eq!(
+            acl.entries
+                .iter()
+                .find(|e| e.tag == TAG_GROUP_OBJ)
+                .unwrap()
+                .perm,
+            0,
+            "the owning group too"
+        );
         let file_acl = read(&root.join("sub/file.txt"), Kind::Access)
             .unwrap()
             .unwrap();

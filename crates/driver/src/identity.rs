@@ -31,9 +31,10 @@
 //! folders inside the allocation folder; read and write on the task's `local` and `tmp` and on
 //! the allocation's `alloc/data` (applied last, so an application folder inside `local` stays
 //! writable, as the original grants full control of `local`); search permission on folders
-//! between those and the allocation folder. "Other" loses every right on the task folder,
-//! `local`, `tmp`, `secrets` and `alloc/data` (Nomad creates them 0777): another task's
-//! workers cannot even enter them. Folders outside the allocation folder are left as they are
+//! between those and the allocation folder. The task folder, `local`, `tmp`, `secrets` and
+//! `alloc/data` are closed first: Nomad creates them 0777 and, as root, hands them to `nobody`;
+//! they become `root:root` with no rights for the owning group or others, so another task's
+//! workers (`nobody` included) cannot even enter them. Folders outside the allocation folder are left as they are
 //! (a task event says so), and nothing above the allocation folder is touched. `nobody` and
 //! named users may be shared by several tasks; their entries stay until Nomad removes the
 //! allocation folder.
@@ -115,12 +116,14 @@ pub enum IdentityError {
 }
 
 impl IdentityError {
-    /// Whether retrying later can help (a full range, a busy disk) rather than a fix of the job.
+    /// Whether retrying later can help (a full range, a busy disk) rather than a fix of the job
+    /// or the node (an unknown user, a filesystem without ACL support).
     pub fn is_transient(&self) -> bool {
-        !matches!(
-            self,
-            IdentityError::UnknownUser { .. } | IdentityError::Config(_)
-        )
+        match self {
+            IdentityError::UnknownUser { .. } | IdentityError::Config(_) => false,
+            IdentityError::Acl(e) => e.source.raw_os_error() != Some(libc::EOPNOTSUPP),
+            _ => true,
+        }
     }
 }
 
@@ -607,15 +610,15 @@ pub fn folder_plan(spec: &HostSpec) -> FolderPlan {
     let alloc_dir = task_dir
         .parent()
         .map_or_else(|| task_dir.clone(), Path::to_path_buf);
-    let read = |recursive, strip_other| Grant {
+    let read = |recursive, close| Grant {
         perm: READ_ONLY,
         recursive,
-        strip_other,
+        close,
     };
     let write = Grant {
         perm: READ_WRITE,
         recursive: true,
-        strip_other: true,
+        close: true,
     };
     let mut grants = vec![
         (task_dir.clone(), read(false, true)),
@@ -818,7 +821,7 @@ mod tests {
         let paths: Vec<(String, u16, bool, bool)> = plan
             .grants
             .iter()
-            .map(|(p, g)| (p.display().to_string(), g.perm, g.recursive, g.strip_other))
+            .map(|(p, g)| (p.display().to_string(), g.perm, g.recursive, g.close))
             .collect();
         let a = "/var/nomad/alloc/a1";
         assert_eq!(
@@ -858,7 +861,13 @@ mod tests {
             "alloc",
             "alloc/data",
         ] {
+            // As Nomad's dropDirPermissions: 0777 and, when root, owned by nobody.
             fs::set_permissions(alloc.join(dir), fs::Permissions::from_mode(0o777)).unwrap();
+            if nix::unistd::geteuid().is_root()
+                && let Ok(Some(nobody)) = User::from_name("nobody")
+            {
+                nix::unistd::chown(&alloc.join(dir), Some(nobody.uid), Some(nobody.gid)).unwrap();
+            }
         }
         fs::set_permissions(&alloc, fs::Permissions::from_mode(0o755)).unwrap();
         alloc
@@ -1074,11 +1083,22 @@ mod tests {
             format!("echo x > {}/web/tmp/intruder", two.display()),
             format!("ls {}/alloc/data", two.display()),
         ];
-        for script in &foreign {
-            let (ok, stderr) = run_as(&me, script);
-            assert!(!ok, "{script} succeeded");
-            assert!(stderr.contains("Permission denied"), "{script}: {stderr}");
+        // `nobody` (a LocalService/NetworkService pool of another task) owned these folders
+        // before: it is shut out too.
+        let nobody = User::from_name("nobody").unwrap().unwrap();
+        let nobody = WorkerIdentity {
+            uid: nobody.uid.as_raw(),
+            gid: nobody.gid.as_raw(),
+            description: "nobody".into(),
+        };
+        for identity in [&me, &nobody] {
+            for script in &foreign {
+                let (ok, stderr) = run_as(identity, script);
+                assert!(!ok, "{script} succeeded as {}", identity.uid);
+                assert!(stderr.contains("Permission denied"), "{script}: {stderr}");
+            }
         }
+        assert_eq!(fs::metadata(two.join("web")).unwrap().uid(), 0);
         // Files the worker created are its own; root's later files stay readable through the
         // inherited default ACL.
         let scratch = fs::metadata(one.join("web/tmp/scratch")).unwrap();

@@ -79,12 +79,28 @@ fn is_root() -> bool {
     nix::unistd::geteuid().is_root()
 }
 
-/// A new allocation whose `local/site` holds the worker and a `secret.txt`.
+/// A new allocation whose `local/site` holds the worker and a `secret.txt`, its folders made
+/// as Nomad makes them (Nomad's `dropDirPermissions`: 0777 and, as root, owned by `nobody`).
 async fn allocation(fixture: &Fixture, name: &str) -> Allocation {
+    use std::os::unix::fs::PermissionsExt;
     let alloc = fixture.allocation(name).await;
     let site = alloc.static_site("site", "unused");
     std::fs::write(site.join("whoami.py"), WHOAMI).unwrap();
     std::fs::write(site.join("secret.txt"), format!("secret of {name}")).unwrap();
+    let nobody = nix::unistd::User::from_name("nobody").ok().flatten();
+    for dir in [
+        alloc.task_dir.clone(),
+        alloc.task_dir.join("local"),
+        alloc.task_dir.join("tmp"),
+        alloc.task_dir.join("secrets"),
+        alloc.alloc_dir.join("alloc"),
+        alloc.alloc_dir.join("alloc/data"),
+    ] {
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o777)).unwrap();
+        if let Some(nobody) = nobody.as_ref().filter(|_| is_root()) {
+            nix::unistd::chown(&dir, Some(nobody.uid), Some(nobody.gid)).unwrap();
+        }
+    }
     alloc
 }
 
@@ -145,7 +161,7 @@ fn query(key: &str, path: &Path) -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn workers_run_as_their_pool_identity_and_cannot_read_another_tasks_folder() {
     let mut fixture = Fixture::new();
-    let (index, mut clients) = fixture.configured_plugin(harness::DRIVER_CONFIG).await;
+    let (index, mut clients) = fixture.configured_plugin(PERMISSIVE).await;
     let mut events = clients.events().await;
     let one = allocation(&fixture, "one").await;
     let two = allocation(&fixture, "two").await;
@@ -223,8 +239,39 @@ async fn workers_run_as_their_pool_identity_and_cannot_read_another_tasks_folder
     }
     assert!(!two.task_dir.join("tmp/intruder").exists());
 
+    // A NetworkService pool runs as `nobody`, which Nomad made the owner of every task
+    // folder: it is shut out of the others all the same.
+    let three = allocation(&fixture, "three").await;
+    let (task_three, port_three) = start(
+        &fixture,
+        &mut clients,
+        &three,
+        &task_config(r#"identity = "NetworkService""#),
+        "",
+    )
+    .await
+    .expect("StartTask three");
+    let nobody = nix::unistd::User::from_name("nobody").unwrap().unwrap();
+    assert_eq!(
+        parse_ids(&ask(port_three, "/").await).0,
+        nobody.uid.as_raw()
+    );
+    assert_eq!(
+        ask(port_three, &query("read", &own_secret)).await,
+        "errno:13"
+    );
+    assert_eq!(
+        ask(
+            port_three,
+            &query("read", &three.task_dir.join("local/site/secret.txt"))
+        )
+        .await,
+        "read:secret of three"
+    );
+
     clients.stop_and_destroy(task_one.id()).await;
     clients.stop_and_destroy(task_two.id()).await;
+    clients.stop_and_destroy(task_three.id()).await;
     assert!(
         fixture.runtime_leftovers().is_empty(),
         "released identities leave nothing under the runtime root: {:?}",
@@ -303,4 +350,60 @@ async fn task_user_and_mapped_identities_win_and_allow_lists_name_the_field() {
         fixture.runtime_leftovers()
     );
     fixture.assert_clean(index);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn identities_survive_a_plugin_restart_and_are_released_on_destroy() {
+    let mut fixture = Fixture::new();
+    let (first, mut clients) = fixture.configured_plugin(harness::DRIVER_CONFIG).await;
+    let one = allocation(&fixture, "one").await;
+    let (task_one, port_one) = start(&fixture, &mut clients, &one, &task_config(""), "")
+        .await
+        .expect("StartTask one");
+    let (uid_one, _, _) = parse_ids(&ask(port_one, "/").await);
+
+    // The plugin dies; a new one recovers the task from its persisted handle.
+    fixture.plugin(first).kill();
+    let (second, mut clients) = fixture.configured_plugin(harness::DRIVER_CONFIG).await;
+    clients
+        .recover(task_one.persisted_handle())
+        .await
+        .expect("RecoverTask");
+    assert_eq!(parse_ids(&ask(port_one, "/").await).0, uid_one);
+
+    // A task started by the new plugin gets an id of its own (the records survived).
+    let two = allocation(&fixture, "two").await;
+    let (task_two, port_two) = start(&fixture, &mut clients, &two, &task_config(""), "")
+        .await
+        .expect("StartTask two");
+    let (uid_two, _, _) = parse_ids(&ask(port_two, "/").await);
+    if is_root() {
+        assert_ne!(uid_two, uid_one, "an id in use was handed out again");
+    } else {
+        assert_eq!(
+            uid_two, uid_one,
+            "without root both run as the plugin's user"
+        );
+    }
+    assert_eq!(
+        ask(
+            port_two,
+            &query("read", &one.task_dir.join("local/site/secret.txt"))
+        )
+        .await,
+        if is_root() {
+            "errno:13"
+        } else {
+            "read:secret of one"
+        }
+    );
+
+    clients.stop_and_destroy(task_one.id()).await;
+    clients.stop_and_destroy(task_two.id()).await;
+    assert!(
+        fixture.runtime_leftovers().is_empty(),
+        "{:?}",
+        fixture.runtime_leftovers()
+    );
+    fixture.assert_clean(second);
 }
