@@ -703,7 +703,14 @@ impl IisDriver {
         }
         match command {
             Some(command) => {
-                let client = handle.control().clone().with_timeout(CONTROL_TIMEOUT);
+                // Pool commands wait as long as the task's limits say (a recycle starts new
+                // workers first); a shutdown request only needs to be taken.
+                let client = match command {
+                    control::Command::Shutdown { .. } => {
+                        handle.control().clone().with_timeout(CONTROL_TIMEOUT)
+                    }
+                    _ => handle.control().clone(),
+                };
                 if let Err(source) = client.send(&command).await {
                     let fallback = process::parse_signal(&name)
                         .filter(|_| matches!(command, control::Command::Shutdown { .. }));

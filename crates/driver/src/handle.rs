@@ -109,7 +109,9 @@ impl TaskHandle {
             pid: state.host_pid,
             start_time: state.host_start_time,
         };
-        let control = control::Client::new(state.runtime_dir.join(control::CONTROL_SOCKET));
+        // Per-command deadlines from the task's own pool limits: a recycle waits for new workers.
+        let control = control::Client::new(state.runtime_dir.join(control::CONTROL_SOCKET))
+            .for_spec(&state.spec);
         let (exit, _) = watch::channel(None);
         Arc::new(Self {
             config,

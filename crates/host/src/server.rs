@@ -258,9 +258,10 @@ async fn serve_connection(
             };
             match handshake {
                 Ok(Ok(stream)) => {
-                    let connection = connections
-                        .auto
-                        .serve_connection_with_upgrades(TokioIo::new(Guarded::new(stream)), service);
+                    let connection = connections.auto.serve_connection_with_upgrades(
+                        TokioIo::new(Guarded::new(stream)),
+                        service,
+                    );
                     drive(&connections, connection, |c| c.graceful_shutdown()).await
                 }
                 Ok(Err(e)) => {

@@ -191,10 +191,13 @@ impl WorkerConfig {
                 };
                 // Resolved once now so a development web.config (%LAUNCHER_PATH%) or a missing
                 // program fails the start (or the recycle) with a clear message.
-                webconfig::resolve_command(&definition, &app.path, 0).map_err(|e| ConfigError {
-                    field: format!("application[{index}].path"),
-                    detail: format!("{}: {e}", web_config_path.display()),
-                })?;
+                let task_env = |name: &str| spec.env.get(name).cloned();
+                webconfig::resolve_command_in(&definition, &app.path, 0, &task_env).map_err(
+                    |e| ConfigError {
+                        field: format!("application[{index}].path"),
+                        detail: format!("{}: {e}", web_config_path.display()),
+                    },
+                )?;
                 if definition.inprocess {
                     warnings.push(format!(
                         "application[{index}] ({}): hostingModel=\"inprocess\" runs out of \
@@ -249,7 +252,13 @@ impl WorkerConfig {
             }
             CommandLine::WebConfig(definition) => {
                 // `<environmentVariables>` come back with the port placeholders substituted.
-                webconfig::resolve_command(definition, &self.app_dir, port)
+                let task_env = |name: &str| {
+                    self.task_env
+                        .iter()
+                        .find(|(key, _)| key.as_str() == name)
+                        .map(|(_, value)| value.clone())
+                };
+                webconfig::resolve_command_in(definition, &self.app_dir, port, &task_env)
                     .map(|c| (c.program, c.args, c.env))
                     .map_err(|e| e.to_string())
             }

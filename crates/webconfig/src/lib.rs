@@ -353,6 +353,20 @@ pub fn resolve_command(
     resolve_with(def, app_dir, port, &|name| std::env::var(name).ok())
 }
 
+/// [`resolve_command`] against the worker's environment instead of this process's: `PATH`
+/// and `%VAR%` expansion read `env` first (the task's variables, which the worker gets), then
+/// this process's environment for names the task does not set.
+pub fn resolve_command_in(
+    def: &WorkerDefinition,
+    app_dir: &Path,
+    port: u16,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<ResolvedCommand, WebConfigError> {
+    resolve_with(def, app_dir, port, &|name| {
+        env(name).or_else(|| std::env::var(name).ok())
+    })
+}
+
 /// [`resolve_command`] with the environment as a function, for tests.
 fn resolve_with(
     def: &WorkerDefinition,
