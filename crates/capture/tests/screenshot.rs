@@ -441,3 +441,69 @@ async fn missing_browser_names_the_package() {
         "{result:?}"
     );
 }
+
+/// An https server with a fresh self-signed certificate for `name`, answering every request with a
+/// green page.
+async fn tls_server(name: &str) -> (SocketAddr, tokio::task::JoinHandle<()>) {
+    let certified = rcgen::generate_simple_self_signed(vec![name.to_string()]).unwrap();
+    let key = rustls_pki_types::PrivateKeyDer::Pkcs8(certified.signing_key.serialize_der().into());
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(vec![certified.cert.der().clone()], key)
+        .unwrap();
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let task = tokio::spawn(async move {
+        loop {
+            let Ok((stream, _)) = listener.accept().await else {
+                return;
+            };
+            let acceptor = acceptor.clone();
+            tokio::spawn(async move {
+                // A browser that rejects the certificate aborts the handshake: nothing to serve.
+                let Ok(stream) = acceptor.accept(stream).await else {
+                    return;
+                };
+                let service = hyper::service::service_fn(|_req: Request<Incoming>| async {
+                    Ok::<_, Infallible>(page(html(GREEN, 200)))
+                });
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(TokioIo::new(stream), service)
+                    .await;
+            });
+        }
+    });
+    (addr, task)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn self_signed_https_is_shot_only_when_certificate_errors_are_ignored() {
+    let name = "secure.capture.test";
+    let (addr, server) = tls_server(name).await;
+    let shot = shooter(2);
+    let secure = |ignore_certificate_errors| ScreenshotTarget {
+        map_host: Some(name.to_string()),
+        ignore_certificate_errors,
+        ..target(format!("https://{name}:{}/", addr.port()))
+    };
+    let strict = shot.capture(&secure(false)).await;
+    assert!(
+        matches!(&strict, Err(CaptureError::Failed(e)) if e.contains("CERT")),
+        "{strict:?}"
+    );
+    let png = shot.capture(&secure(true)).await.unwrap();
+    assert_eq!(Image::decode(&png).rgb(5, 5), GREEN);
+    // Ignoring errors was for that request's page only.
+    let strict = shot.capture(&secure(false)).await;
+    assert!(
+        matches!(&strict, Err(CaptureError::Failed(_))),
+        "{strict:?}"
+    );
+    shot.shutdown().await;
+    server.abort();
+}
