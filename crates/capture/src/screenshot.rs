@@ -300,14 +300,28 @@ async fn launch(
         }
         None => locate::find(&CHROMIUM_NAMES).ok_or(missing)?,
     };
-    let profile = tempfile::Builder::new()
+    // Everything the browser writes goes below one temporary folder: its profile, and (through HOME,
+    // XDG_* and TMPDIR) the crash-report database and the shared-memory folders it would otherwise
+    // leave in /tmp and ~/.config when it is killed.
+    let root = tempfile::Builder::new()
         .prefix("nomad-iis-chromium-")
         .tempdir()
         .map_err(|e| CaptureError::Failed(format!("creating a browser profile folder: {e}")))?;
+    let folder = |name: &str| -> Result<PathBuf, CaptureError> {
+        let path = root.path().join(name);
+        std::fs::create_dir(&path)
+            .map_err(|e| CaptureError::Failed(format!("creating {}: {e}", path.display())))?;
+        Ok(path)
+    };
+    let (profile, home, tmp) = (folder("profile")?, folder("home")?, folder("tmp")?);
     let (width, height) = options.viewport;
     let mut config = BrowserConfig::builder()
         .chrome_executable(&executable)
-        .user_data_dir(profile.path())
+        .user_data_dir(&profile)
+        .env("HOME", home.to_string_lossy())
+        .env("XDG_CONFIG_HOME", home.join(".config").to_string_lossy())
+        .env("XDG_CACHE_HOME", home.join(".cache").to_string_lossy())
+        .env("TMPDIR", tmp.to_string_lossy())
         // Root in a container: Chromium's sandbox needs user namespaces it often cannot have. The pages
         // are the operator's own sites.
         .no_sandbox()
@@ -380,7 +394,7 @@ async fn launch(
         hosts: hosts.clone(),
         alive,
         handler,
-        profile: std::sync::Mutex::new(Some(profile)),
+        profile: std::sync::Mutex::new(Some(root)),
     })
 }
 

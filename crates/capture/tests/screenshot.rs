@@ -217,15 +217,25 @@ impl Image {
     }
 }
 
-/// The `--user-data-dir` of a running browser, from its command line.
-fn profile_dir(pid: u32) -> PathBuf {
-    let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap();
-    cmdline
-        .split(|b| *b == 0)
-        .filter_map(|arg| std::str::from_utf8(arg).ok())
-        .find_map(|arg| arg.strip_prefix("--user-data-dir="))
-        .map(PathBuf::from)
-        .expect("browser has a --user-data-dir")
+/// The folder below which a running browser writes everything: the parent of its `--user-data-dir`,
+/// also holding its TMPDIR (where Chromium puts shared-memory folders) and HOME.
+fn browser_root(pid: u32) -> PathBuf {
+    let arg = |file: &str, prefix: &str| -> PathBuf {
+        let bytes = std::fs::read(format!("/proc/{pid}/{file}")).unwrap();
+        bytes
+            .split(|b| *b == 0)
+            .filter_map(|arg| std::str::from_utf8(arg).ok())
+            .find_map(|arg| arg.strip_prefix(prefix))
+            .map(PathBuf::from)
+            .unwrap_or_else(|| panic!("browser {pid} has {prefix} in its {file}"))
+    };
+    let root = arg("cmdline", "--user-data-dir=")
+        .parent()
+        .unwrap()
+        .to_path_buf();
+    assert!(arg("environ", "TMPDIR=").starts_with(&root));
+    assert!(arg("environ", "HOME=").starts_with(&root));
+    root
 }
 
 /// Whether a pid is a live (not zombie) process.
@@ -382,6 +392,7 @@ async fn browser_is_reused_then_relaunched_after_it_died() {
     shot.capture(&tall).await.unwrap();
     let cold = cold.elapsed();
     let pid = shot.browser_pid().await.unwrap();
+    let killed_root = browser_root(pid);
     let warm = Instant::now();
     shot.capture(&tall).await.unwrap();
     let warm = warm.elapsed();
@@ -402,6 +413,11 @@ async fn browser_is_reused_then_relaunched_after_it_died() {
     let relaunched = shot.browser_pid().await.unwrap();
     assert_ne!(relaunched, pid);
     shot.shutdown().await;
+    assert!(
+        !killed_root.exists(),
+        "the killed browser's folder {} is removed",
+        killed_root.display()
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -412,14 +428,14 @@ async fn shutdown_closes_the_browser_and_removes_its_profile() {
         .await
         .unwrap();
     let pid = shot.browser_pid().await.unwrap();
-    let profile = profile_dir(pid);
-    assert!(profile.is_dir());
+    let root = browser_root(pid);
+    assert!(root.join("profile").is_dir());
     shot.shutdown().await;
     assert!(!alive(pid), "browser {pid} still runs after shutdown");
     assert!(
-        !profile.exists(),
-        "profile {} left behind",
-        profile.display()
+        !root.exists(),
+        "browser folder {} left behind",
+        root.display()
     );
     assert_eq!(shot.browser_pid().await, None);
 }
