@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
 # Runs every test of the workspace. On a fresh Debian 12 machine it first installs what the tests
 # need: Go with go-cty and hcl (the golden cty-msgpack bytes come from the real encoder), openssl
-# (PFX files made by OpenSSL 3), and nginx + wrk only when the benchmark is run (see bench/).
+# (PFX files made by OpenSSL 3), chromium (screenshots), gdb (gcore full dumps), python3 (dump test
+# targets), and nginx + wrk only when the benchmark is run (see bench/).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-packages=(golang-go golang-github-zclconf-go-cty-dev golang-github-hashicorp-hcl-v2-dev openssl)
+packages=(golang-go golang-github-zclconf-go-cty-dev golang-github-hashicorp-hcl-v2-dev openssl chromium gdb python3)
 missing=()
 for p in "${packages[@]}"; do
   dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")
