@@ -258,7 +258,7 @@ impl Host {
             listening,
             shutdown,
         });
-        let connections = Connections::new();
+        let connections = Connections::new(&state.spec.limits);
         let accept_loops = bound
             .into_iter()
             .enumerate()

@@ -22,6 +22,8 @@
 //!   for requests hyper refuses itself.
 //! - `access_log`: the access log line and the body wrapper that writes it.
 //! - `log_sink`: non-blocking line output to FIFOs and files.
+//! - `limits`: resource bounds (HTTP/1 and HTTP/2 settings, connections per listener, accept
+//!   back-off, the descriptor limit).
 //! - `control_server`: the unix-socket control API.
 //! - `host`: start-up order, shared state, commands, shutdown.
 //!
@@ -43,6 +45,7 @@ mod access_log;
 mod control_server;
 mod error;
 mod host;
+mod limits;
 mod log_sink;
 mod placeholder;
 mod plan;
@@ -139,6 +142,10 @@ async fn run_process(dir: &Path) -> ExitRecord {
     // The folder the host was started with holds the spec and gets the exit record; the
     // control socket belongs beside them even if the spec was copied from elsewhere.
     spec.runtime_dir = dir.to_path_buf();
+    // Process-wide bounds: the descriptor limit, the budget of streamed response data.
+    let descriptors = limits::raise_descriptor_limit();
+    tracing::debug!(?descriptors, "descriptor limit");
+    static_site::budget::set_response_buffer_budget(spec.limits.response_buffer_budget);
     // Installed before start-up, so a SIGTERM during it does not kill the host unrecorded.
     let signals = match (
         signal(SignalKind::terminate()),
