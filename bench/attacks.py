@@ -156,7 +156,7 @@ def start_nginx(work, site):
     with open(os.path.join(folder, "nginx.conf"), "w") as f:
         f.write(f"""
 worker_processes 1;
-worker_rlimit_nofile 65536;
+worker_rlimit_nofile {resource.getrlimit(resource.RLIMIT_NOFILE)[1]};
 pid {folder}/nginx.pid;
 error_log {folder}/error.log;
 events {{ worker_connections 20000; }}
@@ -468,6 +468,8 @@ def main():
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
 
     work = tempfile.mkdtemp(prefix="nomad_iis-attacks.")
+    # nginx's workers run as nobody when started by root: they must be able to read the site.
+    os.chmod(work, 0o755)
     site = os.path.join(work, "site")
     for folder in ["site/bin", "site/App_Data", "site/Views"]:
         os.makedirs(os.path.join(work, folder))
