@@ -63,6 +63,19 @@ def rss_kib(pids):
     return total
 
 
+def threads(pids):
+    total = 0
+    for pid in pids:
+        try:
+            with open(f"/proc/{pid}/status") as f:
+                for line in f:
+                    if line.startswith("Threads:"):
+                        total += int(line.split()[1])
+        except OSError:
+            pass
+    return total
+
+
 def fds(pids):
     total = 0
     for pid in pids:
@@ -108,7 +121,7 @@ class Server:
                 pass
 
 
-def start_host(binary, work, site):
+def start_host(binary, work, site, env=None):
     runtime = os.path.join(work, "runtime")
     os.makedirs(runtime)
     stderr = os.path.join(work, "host.stderr")
@@ -130,7 +143,7 @@ def start_host(binary, work, site):
         json.dump(spec, f)
     process = subprocess.Popen([binary, "host", "--runtime-dir", runtime], stdin=subprocess.DEVNULL,
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                               start_new_session=True)
+                               start_new_session=True, env={**os.environ, **(env or {})})
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
         try:
@@ -216,8 +229,10 @@ def sample_while(server, seconds, stop_when=None):
     peak_rss = peak_fds = 0
     worst = 0.0
     failed = 0
+    server.peak_threads = 0
     end = time.monotonic() + seconds
     while time.monotonic() < end:
+        server.peak_threads = max(server.peak_threads, threads(server.pids))
         peak_rss = max(peak_rss, rss_kib(server.pids))
         peak_fds = max(peak_fds, fds(server.pids))
         ms = get_ms(server.h1_port, timeout=2.0)
@@ -248,7 +263,8 @@ def attack_h2_unread(server, quick):
     time.sleep(2)
     after = rss_kib(server.pids)
     return (f"RSS {fmt_mib(before)} → peak {fmt_mib(peak_rss)} → {fmt_mib(after)} after; "
-            f"peak fds {peak_fds}; GET small.html worst {worst:.0f} ms, {failed} failed")
+            f"peak fds {peak_fds}, threads {server.peak_threads}; GET small.html worst {worst:.0f} ms, "
+            f"{failed} failed")
 
 
 def attack_idle(server, quick):
@@ -463,6 +479,9 @@ def main():
     parser.add_argument("--binary", default=os.path.join(ROOT, "target/release/nomad_iis"))
     parser.add_argument("--only", nargs="*", choices=list(ATTACKS), help="attacks to run (default all)")
     parser.add_argument("--quick", action="store_true", help="smaller attacks (a smoke test)")
+    parser.add_argument("--host-env", action="append", default=[], metavar="KEY=VALUE",
+                        help="environment for the site host (e.g. MALLOC_ARENA_MAX=2)")
+    parser.add_argument("--no-nginx", action="store_true", help="attack the site host only")
     args = parser.parse_args()
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
@@ -485,8 +504,12 @@ def main():
 
     servers = []
     try:
-        servers.append(start_host(args.binary, work, site))
-        servers.append(start_nginx(work, site))
+        env = dict(item.split("=", 1) for item in args.host_env)
+        servers.append(start_host(args.binary, work, site, env))
+        if env:
+            servers[0].name += " (" + " ".join(args.host_env) + ")"
+        if not args.no_nginx:
+            servers.append(start_nginx(work, site))
         rows = []
         for name in args.only or list(ATTACKS):
             row = [name]
@@ -498,8 +521,7 @@ def main():
                     row.append(f"attack failed: {e!r}")
                 time.sleep(1)
             rows.append(row)
-        print(f"Command: `python3 bench/attacks.py{' --quick' if args.quick else ''}"
-              f"{' --only ' + ' '.join(args.only) if args.only else ''}`, "
+        print(f"Command: `python3 bench/attacks.py {' '.join(sys.argv[1:])}`, "
               f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, {os.cpu_count()} CPUs\n")
         print("| attack | " + " | ".join(s.name for s in servers) + " |")
         print("|---" * (len(servers) + 1) + "|")

@@ -66,6 +66,12 @@ pub use error::{EXIT_BIND, EXIT_CONFIG, EXIT_FAILURE, EXIT_OK, StartupError};
 pub use host::{Host, HostHandle, MAX_SIGNAL_GRACE, run};
 pub use tls::{CertificateError, SniResolver, load_certificate};
 
+/// Threads for file system work (lookups on a cache miss, chunks of streamed files). Tokio's
+/// default, 512, lets a burst of stalled HTTP/2 streams start hundreds of threads, each with its
+/// stack and malloc arena, and the memory stays with the process after the burst; the disk does
+/// not get faster with more threads than this.
+const MAX_BLOCKING_THREADS: usize = 32;
+
 /// Reads `DIR/spec.json`, runs the host until it is shut down, writes `DIR/exit.json` and
 /// returns the exit code. Builds a tokio runtime with one worker per CPU the process may use;
 /// with one CPU, a current-thread runtime, which serves a request with less bookkeeping than a
@@ -76,11 +82,13 @@ pub fn run_from_runtime_dir(dir: &Path) -> i32 {
     let runtime = if workers == 1 {
         tokio::runtime::Builder::new_current_thread()
             .enable_all()
+            .max_blocking_threads(MAX_BLOCKING_THREADS)
             .build()
     } else {
         tokio::runtime::Builder::new_multi_thread()
             .worker_threads(workers)
             .enable_all()
+            .max_blocking_threads(MAX_BLOCKING_THREADS)
             .build()
     };
     let record = match runtime {

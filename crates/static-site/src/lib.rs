@@ -363,7 +363,7 @@ impl StaticSite {
                         content_type: &content_type,
                         vary,
                     },
-                    Content::File(budget::share(file)),
+                    Content::File(file),
                 )
             }
         }
