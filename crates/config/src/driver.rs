@@ -36,6 +36,8 @@ pub struct DriverConfig {
     pub placeholder_app_path: Option<PathBuf>,
     /// The `procdump` block.
     pub procdump: Option<ProcdumpConfig>,
+    /// The `limits` block: resource bounds of every site host on this node.
+    pub limits: control::HostLimits,
 }
 
 /// The `procdump` block: process dump settings for the Management API.
@@ -59,6 +61,7 @@ impl Default for DriverConfig {
             allowed_apppool_users: Vec::new(),
             placeholder_app_path: None,
             procdump: None,
+            limits: control::HostLimits::default(),
         }
     }
 }
@@ -94,6 +97,37 @@ impl DriverConfig {
             (
                 "placeholder_app_path",
                 attr("placeholder_app_path", "string", false),
+            ),
+            (
+                "limits",
+                block_list(
+                    "limits",
+                    0,
+                    1,
+                    object([
+                        (
+                            "h2_max_concurrent_streams",
+                            attr("h2_max_concurrent_streams", "number", false),
+                        ),
+                        (
+                            "response_buffer_budget",
+                            attr("response_buffer_budget", "number", false),
+                        ),
+                        (
+                            "max_connections_per_listener",
+                            attr("max_connections_per_listener", "number", false),
+                        ),
+                        (
+                            "header_read_timeout",
+                            attr("header_read_timeout", "string", false),
+                        ),
+                        (
+                            "h2_keepalive_interval",
+                            attr("h2_keepalive_interval", "string", false),
+                        ),
+                        ("max_header_size", attr("max_header_size", "number", false)),
+                    ]),
+                ),
             ),
             (
                 "procdumps",
@@ -170,6 +204,11 @@ impl DriverConfig {
             crate::windows_path::check("placeholder_app_path", path, None)?;
         }
 
+        let limits = match root.field("limits")?.single()? {
+            None => defaults.limits.clone(),
+            Some(block) => read_limits(&block, &defaults.limits)?,
+        };
+
         Ok(Self {
             enabled: root.field("enabled")?.bool()?.unwrap_or(defaults.enabled),
             fingerprint_interval,
@@ -188,6 +227,7 @@ impl DriverConfig {
                 .unwrap_or_default(),
             placeholder_app_path: placeholder_app_path.map(PathBuf::from),
             procdump,
+            limits,
         })
     }
 
@@ -197,6 +237,64 @@ impl DriverConfig {
         let value = nomad_plugin::hclspec::decode_json(&Self::spec(), body)?;
         Self::from_msgpack(&cty::encode(&value))
     }
+}
+
+/// The `limits` block; what it leaves out keeps its default. Zero is refused where it would
+/// stop the host from serving at all.
+fn read_limits(
+    block: &Reader<'_>,
+    defaults: &control::HostLimits,
+) -> Result<control::HostLimits, ConfigError> {
+    let positive_u32 = |name: &str, default: u32| -> Result<u32, ConfigError> {
+        let field = block.field(name)?;
+        match field.u32()? {
+            None => Ok(default),
+            Some(0) => Err(ConfigError::new(field.path(), "must be at least 1")),
+            Some(n) => Ok(n),
+        }
+    };
+    let duration = |name: &str, default: Duration| -> Result<Duration, ConfigError> {
+        let field = block.field(name)?;
+        match read_duration(&field)? {
+            None => Ok(default),
+            Some(d) if d.is_zero() => Err(ConfigError::new(field.path(), "must be more than 0s")),
+            Some(d) => Ok(d),
+        }
+    };
+    let budget = block.field("response_buffer_budget")?;
+    let response_buffer_budget = match budget.u64()? {
+        None => defaults.response_buffer_budget,
+        Some(n) if n < 1024 * 1024 => {
+            return Err(ConfigError::new(
+                budget.path(),
+                "must be at least 1048576 (1 MiB)",
+            ));
+        }
+        Some(n) => n,
+    };
+    let header = block.field("max_header_size")?;
+    let max_header_size = match header.u32()? {
+        None => defaults.max_header_size,
+        // hyper's smallest read buffer.
+        Some(n) if n < 8192 => {
+            return Err(ConfigError::new(header.path(), "must be at least 8192"));
+        }
+        Some(n) => n,
+    };
+    Ok(control::HostLimits {
+        h2_max_concurrent_streams: positive_u32(
+            "h2_max_concurrent_streams",
+            defaults.h2_max_concurrent_streams,
+        )?,
+        response_buffer_budget,
+        max_connections_per_listener: positive_u32(
+            "max_connections_per_listener",
+            defaults.max_connections_per_listener,
+        )?,
+        header_read_timeout: duration("header_read_timeout", defaults.header_read_timeout)?,
+        h2_keepalive_interval: duration("h2_keepalive_interval", defaults.h2_keepalive_interval)?,
+        max_header_size,
+    })
 }
 
 /// `1.5s`, `250ms`, `30s`: short enough for messages.
@@ -285,6 +383,7 @@ mod tests {
                     binary_path: Some(PathBuf::from("/usr/bin/gcore")),
                     accept_eula: true,
                 }),
+                limits: control::HostLimits::default(),
             }
         );
     }
@@ -357,5 +456,40 @@ mod tests {
                 accept_eula: true
             })
         );
+    }
+
+    #[test]
+    fn limits_refuse_values_that_would_stop_serving() {
+        for (field, value, message) in [
+            (
+                "h2_max_concurrent_streams",
+                serde_json::json!(0),
+                "must be at least 1",
+            ),
+            (
+                "header_read_timeout",
+                serde_json::json!("0s"),
+                "must be more than 0s",
+            ),
+            (
+                "max_header_size",
+                serde_json::json!(100),
+                "must be at least 8192",
+            ),
+            (
+                "response_buffer_budget",
+                serde_json::json!(10),
+                "must be at least 1048576 (1 MiB)",
+            ),
+        ] {
+            let body = serde_json::json!({ "limits": { field: value } });
+            let error = DriverConfig::from_json(&body).unwrap_err();
+            assert_eq!(error.message, message, "{field}");
+            assert!(error.path.ends_with(field), "{}", error.path);
+        }
+        let body = serde_json::json!({ "limits": { "h2_max_concurrent_streams": 16 } });
+        let limits = DriverConfig::from_json(&body).unwrap().limits;
+        assert_eq!(limits.h2_max_concurrent_streams, 16);
+        assert_eq!(limits.header_read_timeout, Duration::from_secs(30));
     }
 }

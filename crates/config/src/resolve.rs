@@ -53,6 +53,8 @@ pub struct ResolveContext {
     pub placeholder_app_path: Option<PathBuf>,
     /// Address for bindings without `ip_address` (0.0.0.0 unless told otherwise).
     pub default_ip: IpAddr,
+    /// The driver configuration's `limits` block.
+    pub limits: control::HostLimits,
 }
 
 impl Default for ResolveContext {
@@ -68,6 +70,7 @@ impl Default for ResolveContext {
             env: BTreeMap::new(),
             placeholder_app_path: None,
             default_ip: IpAddr::V4(Ipv4Addr::UNSPECIFIED),
+            limits: control::HostLimits::default(),
         }
     }
 }
@@ -165,6 +168,7 @@ pub fn resolve(task: &TaskConfig, ctx: &ResolveContext) -> Result<HostSpec, Conf
         pools,
         applications,
         placeholder_app_path: ctx.placeholder_app_path.clone(),
+        limits: ctx.limits.clone(),
     })
 }
 

@@ -552,6 +552,14 @@ fn driver_goldens_decode() {
                 binary_path: Some("/usr/bin/gcore".into()),
                 accept_eula: true,
             }),
+            limits: control::HostLimits {
+                h2_max_concurrent_streams: 64,
+                response_buffer_budget: 32 * 1024 * 1024,
+                max_connections_per_listener: 4096,
+                header_read_timeout: Duration::from_secs(20),
+                h2_keepalive_interval: Duration::from_secs(60),
+                max_header_size: 32 * 1024,
+            },
         }
     );
 }

@@ -29,8 +29,8 @@ pub use protocol::{
 };
 pub use registry::{RegisteredTask, TaskRegistry};
 pub use spec::{
-    ApplicationSpec, BindingKind, BindingSpec, CertificateSource, HostSpec, PoolSpec, ProcessSpec,
-    StartMode, UnavailableResponse, VirtualDirectorySpec, WorkerIdentity,
+    ApplicationSpec, BindingKind, BindingSpec, CertificateSource, HostLimits, HostSpec, PoolSpec,
+    ProcessSpec, StartMode, UnavailableResponse, VirtualDirectorySpec, WorkerIdentity,
 };
 
 /// Exit codes of a site host, part of the contract: the driver and standalone mode report them.

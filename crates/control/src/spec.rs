@@ -40,6 +40,45 @@ pub struct HostSpec {
     /// Copied into an application folder that is empty when the host starts.
     #[serde(default)]
     pub placeholder_app_path: Option<PathBuf>,
+    /// Resource bounds per connection and per host; absent in specs written by older plugins,
+    /// which then get the defaults.
+    #[serde(default)]
+    pub limits: HostLimits,
+}
+
+/// Resource bounds of one site host, from the driver configuration (`limits` block).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct HostLimits {
+    /// HTTP/2 streams a client may have open on one connection (nginx: 128).
+    pub h2_max_concurrent_streams: u32,
+    /// Response bytes all streaming responses of the host may hold in memory while they wait
+    /// for the client (flow control, a full socket). A response that would exceed it waits;
+    /// cached files are shared and do not count.
+    pub response_buffer_budget: u64,
+    /// Open connections per listener; further clients wait in the kernel's backlog.
+    pub max_connections_per_listener: u32,
+    /// HTTP/1: time to receive a request head, and the longest an idle keep-alive connection is
+    /// kept (hyper runs one timer for both). IIS: `headerWait` / `connectionTimeout`.
+    pub header_read_timeout: Duration,
+    /// HTTP/2: an idle connection is pinged this often and closed when a ping is not answered
+    /// within the same time (dead peers). IIS: `connectionTimeout`.
+    pub h2_keepalive_interval: Duration,
+    /// Largest request head (request line and headers), in bytes; a larger one is answered 400.
+    pub max_header_size: u32,
+}
+
+impl Default for HostLimits {
+    fn default() -> Self {
+        Self {
+            h2_max_concurrent_streams: 128,
+            response_buffer_budget: 64 * 1024 * 1024,
+            max_connections_per_listener: 16_384,
+            header_read_timeout: Duration::from_secs(30),
+            h2_keepalive_interval: Duration::from_secs(120),
+            max_header_size: 64 * 1024,
+        }
+    }
 }
 
 /// `http` or `https`.

@@ -290,6 +290,7 @@ impl IisDriver {
                 .collect(),
             placeholder_app_path: driver_config.placeholder_app_path.clone(),
             default_ip: default_ip(&task),
+            limits: driver_config.limits.clone(),
         };
         let launched = async {
             let spec = config::resolve(&task_config, &context)

@@ -21,6 +21,7 @@ pub(crate) fn host_spec(dir: &Path, pools: Vec<control::PoolSpec>) -> control::H
         pools,
         applications: vec![],
         placeholder_app_path: None,
+        limits: Default::default(),
     }
 }
 

@@ -62,6 +62,7 @@ fn handle_naming(pid: u32, runtime_dir: &Path) -> pb::TaskHandle {
         pools: vec![],
         applications: vec![],
         placeholder_app_path: None,
+        limits: Default::default(),
     };
     let state = DriverState {
         version: DRIVER_STATE_VERSION,

@@ -385,7 +385,7 @@ impl Host {
         });
         state.add_warnings(warnings);
         let events = tokio::spawn(state.clone().handle_events(event_receiver));
-        let connections = Connections::new();
+        let connections = Connections::new(&state.spec.limits);
         let accept_loops = bound
             .into_iter()
             .enumerate()

@@ -29,6 +29,8 @@
 //!   for requests hyper refuses itself.
 //! - `access_log`: the access log line and the body wrapper that writes it.
 //! - `log_sink`: non-blocking line output to FIFOs and files.
+//! - `limits`: resource bounds (HTTP/1 and HTTP/2 settings, connections per listener, accept
+//!   back-off, the descriptor limit).
 //! - `control_server`: the unix-socket control API.
 //! - `host`: start-up order, shared state, commands, shutdown.
 //!
@@ -51,6 +53,7 @@ mod access_log;
 mod control_server;
 mod error;
 mod host;
+mod limits;
 mod log_sink;
 mod os;
 mod placeholder;
@@ -74,6 +77,12 @@ pub use error::{EXIT_BIND, EXIT_CONFIG, EXIT_FAILURE, EXIT_OK, StartupError};
 pub use host::{Host, HostHandle, MAX_SIGNAL_GRACE, run};
 pub use tls::{CertificateError, SniResolver, load_certificate};
 
+/// Threads for file system work (lookups on a cache miss, chunks of streamed files). Tokio's
+/// default, 512, lets a burst of stalled HTTP/2 streams start hundreds of threads, each with its
+/// stack and malloc arena, and the memory stays with the process after the burst; the disk does
+/// not get faster with more threads than this.
+const MAX_BLOCKING_THREADS: usize = 32;
+
 /// Reads `DIR/spec.json`, runs the host until it is shut down, writes `DIR/exit.json` and
 /// returns the exit code. Builds a tokio runtime with one worker per CPU the process may use;
 /// with one CPU, a current-thread runtime, which serves a request with less bookkeeping than a
@@ -84,11 +93,13 @@ pub fn run_from_runtime_dir(dir: &Path) -> i32 {
     let runtime = if workers == 1 {
         tokio::runtime::Builder::new_current_thread()
             .enable_all()
+            .max_blocking_threads(MAX_BLOCKING_THREADS)
             .build()
     } else {
         tokio::runtime::Builder::new_multi_thread()
             .worker_threads(workers)
             .enable_all()
+            .max_blocking_threads(MAX_BLOCKING_THREADS)
             .build()
     };
     let record = match runtime {
@@ -150,6 +161,10 @@ async fn run_process(dir: &Path) -> ExitRecord {
     // The folder the host was started with holds the spec and gets the exit record; the
     // control socket belongs beside them even if the spec was copied from elsewhere.
     spec.runtime_dir = dir.to_path_buf();
+    // Process-wide bounds: the descriptor limit, the budget of streamed response data.
+    let descriptors = limits::raise_descriptor_limit();
+    tracing::debug!(?descriptors, "descriptor limit");
+    static_site::budget::set_response_buffer_budget(spec.limits.response_buffer_budget);
     // Installed before start-up, so a SIGTERM during it does not kill the host unrecorded.
     let signals = match (
         signal(SignalKind::terminate()),

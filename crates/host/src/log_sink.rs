@@ -248,6 +248,21 @@ struct Open {
     is_fifo: bool,
 }
 
+/// `/dev/stdout` and `/dev/stderr` (standalone mode's targets) are the streams the host
+/// inherited: they are duplicated, not opened again. Opening them again makes a new file
+/// description with its own offset when they are a regular file (`nomad_iis run … > out.txt`),
+/// and the parent's writes, at its own offset, then overwrite the host's lines, leaving stray
+/// fragments such as `0.0.0:18443`.
+fn inherited_stream(path: &Path) -> Option<io::Result<File>> {
+    use std::os::fd::AsFd;
+    let duplicate = |fd: std::os::fd::BorrowedFd<'_>| fd.try_clone_to_owned().map(File::from);
+    match path.to_str()? {
+        "/dev/stdout" | "/dev/fd/1" | "/proc/self/fd/1" => Some(duplicate(io::stdout().as_fd())),
+        "/dev/stderr" | "/dev/fd/2" | "/proc/self/fd/2" => Some(duplicate(io::stderr().as_fd())),
+        _ => None,
+    }
+}
+
 impl Target {
     fn new(path: PathBuf) -> Self {
         let mut target = Self {
@@ -261,6 +276,19 @@ impl Target {
 
     fn open_if_due(&mut self) {
         if self.file.is_some() || Instant::now() < self.retry_at {
+            return;
+        }
+        if let Some(inherited) = inherited_stream(&self.path) {
+            // Blocking writes: O_NONBLOCK would be shared with the parent's descriptor.
+            match inherited {
+                Ok(file) => {
+                    self.file = Some(Open {
+                        file,
+                        is_fifo: false,
+                    })
+                }
+                Err(_) => self.retry_at = Instant::now() + REOPEN_INTERVAL,
+            }
             return;
         }
         let is_fifo = std::fs::metadata(&self.path).is_ok_and(|m| m.file_type().is_fifo());

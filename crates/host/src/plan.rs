@@ -251,6 +251,7 @@ mod tests {
                 process: None,
             }],
             placeholder_app_path: None,
+            limits: Default::default(),
         }
     }
 

@@ -27,14 +27,14 @@ use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
 use tokio::net::{TcpListener, TcpSocket};
 use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use control::{BindingKind, UnavailableResponse};
+use control::{BindingKind, HostLimits, UnavailableResponse};
 
 use crate::access_log::{Entry, ResponseBody};
 use crate::error::{StartupError, describe_io};
@@ -49,8 +49,6 @@ use crate::strict::{self, Guarded};
 const BACKLOG: u32 = 1024;
 /// A TLS client gets this long to finish its handshake.
 const TLS_HANDSHAKE_LIMIT: Duration = Duration::from_secs(10);
-/// An HTTP/1 client gets this long to send its request headers.
-const HEADER_READ_LIMIT: Duration = Duration::from_secs(30);
 
 /// A bound listener, not yet accepting.
 pub(crate) struct BoundListener {
@@ -117,19 +115,16 @@ pub(crate) struct Connections {
     /// hyper's HTTP/1 connection straight on the socket, without the auto builder's replay
     /// wrapper around every read and write.
     http1: Arc<http1::Builder>,
+    /// How long a client may take to send its first bytes (and an HTTP/1 request head).
+    header_read_timeout: Duration,
 }
 
 impl Connections {
-    pub fn new() -> Self {
+    pub fn new(limits: &HostLimits) -> Self {
         let mut auto = auto::Builder::new(TokioExecutor::new());
-        auto.http1()
-            .timer(TokioTimer::new())
-            .header_read_timeout(HEADER_READ_LIMIT);
-        auto.http2().timer(TokioTimer::new());
         let mut http1 = http1::Builder::new();
-        http1
-            .timer(TokioTimer::new())
-            .header_read_timeout(HEADER_READ_LIMIT);
+        crate::limits::configure_http1(&mut http1, limits);
+        crate::limits::configure_auto(&mut auto, limits);
         Self {
             tracker: TaskTracker::new(),
             stop_accepting: CancellationToken::new(),
@@ -137,6 +132,7 @@ impl Connections {
             abort: CancellationToken::new(),
             auto: Arc::new(auto),
             http1: Arc::new(http1),
+            header_read_timeout: limits.header_read_timeout,
         }
     }
 }
@@ -153,13 +149,21 @@ pub(crate) async fn accept_loop(
         local,
         tls,
     } = bound;
+    let mut admission = crate::limits::Admission::new(&state.spec.limits);
     loop {
+        // At the connection limit, wait for a connection to close before accepting: further
+        // clients wait in the kernel's backlog.
+        let slot = tokio::select! {
+            _ = connections.stop_accepting.cancelled() => break,
+            slot = admission.slot() => slot,
+        };
         let accepted = tokio::select! {
             _ = connections.stop_accepting.cancelled() => break,
             accepted = listener.accept() => accepted,
         };
         match accepted {
             Ok((stream, peer)) => {
+                admission.accepted();
                 if let Err(e) = stream.set_nodelay(true) {
                     tracing::debug!(%peer, error = %e, "cannot set TCP_NODELAY");
                 }
@@ -171,14 +175,21 @@ pub(crate) async fn accept_loop(
                 let (connections2, tls) = (connections.clone(), tls.clone());
                 connections.tracker.spawn(async move {
                     serve_connection(context, connections2, stream, tls).await;
+                    drop(slot);
                 });
             }
             Err(e) => {
-                // Out of file descriptors and similar: report, pause, keep the listener.
-                state.notice(format!("accept on {local} failed: {e}"));
+                // Out of file descriptors and similar: keep serving the connections there are,
+                // pause accepting (longer while it lasts), report once per episode.
+                let (pause, report) = admission.failed();
+                if report {
+                    state.notice(format!(
+                        "accept on {local} failed: {e}; pausing accepts while it lasts"
+                    ));
+                }
                 tokio::select! {
                     _ = connections.stop_accepting.cancelled() => break,
-                    _ = tokio::time::sleep(Duration::from_millis(100)) => {}
+                    _ = tokio::time::sleep(pause) => {}
                 }
             }
         }
@@ -212,7 +223,7 @@ async fn first_bytes(stream: &tokio::net::TcpStream, connections: &Connections) 
     let mut start = [0u8; H2_PREFACE.len()];
     let peeked = tokio::select! {
         _ = connections.graceful.cancelled() => return FirstBytes::Nothing,
-        peeked = tokio::time::timeout(HEADER_READ_LIMIT, stream.peek(&mut start)) => peeked,
+        peeked = tokio::time::timeout(connections.header_read_timeout, stream.peek(&mut start)) => peeked,
     };
     match peeked {
         Ok(Ok(0)) | Ok(Err(_)) | Err(_) => FirstBytes::Nothing,
@@ -535,9 +546,10 @@ mod tests {
         host.handle()
             .request_shutdown(Duration::from_secs(600), "test over");
         // Well below the header read limit, which would otherwise end the wait.
-        let record = tokio::time::timeout(HEADER_READ_LIMIT / 2, host.wait())
-            .await
-            .expect("a silent connection held the drain");
+        let record =
+            tokio::time::timeout(HostLimits::default().header_read_timeout / 2, host.wait())
+                .await
+                .expect("a silent connection held the drain");
         assert_eq!(record.code, 0);
         let notices = std::fs::read_to_string(dir.path().join("stderr.log")).unwrap();
         assert!(!notices.contains("grace of"), "{notices}");

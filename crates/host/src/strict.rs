@@ -9,6 +9,7 @@
 //! - `CONNECT`: the host is no forward proxy (nginx answers it 400 as well);
 //! - a request target in a form its method cannot have: `*` other than with `OPTIONS`, an
 //!   authority alone (`GET example.com:80`), an absolute URI whose scheme is not http(s);
+//! - an HTTP/1 request with both `Transfer-Encoding` and `Content-Length` (RFC 9112, 6.3);
 //! - a method longer than [`MAX_METHOD`] bytes (no registered method has more than 17);
 //! - a target longer than [`MAX_TARGET`] bytes: `414 URI Too Long`, as nginx does past its 8 KiB
 //!   request line buffer.
@@ -77,6 +78,14 @@ pub(crate) fn check(parts: &Parts) -> Result<(), Rejection> {
         });
     }
     check_target_form(parts)?;
+    if parts.version < Version::HTTP_2
+        && parts.headers.contains_key(header::TRANSFER_ENCODING)
+        && parts.headers.contains_key(header::CONTENT_LENGTH)
+    {
+        // Both framings: a smuggling attempt or a broken intermediary (RFC 9112, 6.3); hyper
+        // would go by Transfer-Encoding, nginx refuses.
+        return Err(bad("Header"));
+    }
     check_host(parts)
 }
 
@@ -488,6 +497,17 @@ mod tests {
         assert_eq!(reason("GET", "a.test:80"), Err((400, "URL")));
         assert_eq!(reason("GET", "ftp://a.test/x"), Err((400, "URL")));
         assert_eq!(reason("GET", "HTTP://a.test/x"), Ok(()));
+        let both = parts(
+            &[
+                ("host", "a"),
+                ("content-length", "4"),
+                ("transfer-encoding", "chunked"),
+            ],
+            "POST",
+            "/",
+            Version::HTTP_11,
+        );
+        assert_eq!(check(&both).map_err(|r| r.reason), Err("Header"));
     }
 
     #[test]

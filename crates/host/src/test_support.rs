@@ -20,6 +20,7 @@ pub(crate) fn host_spec() -> HostSpec {
         pools: vec![],
         applications: vec![],
         placeholder_app_path: None,
+        limits: Default::default(),
     }
 }
 

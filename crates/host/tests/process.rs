@@ -23,10 +23,14 @@ fn main() {
     if let Some(dir) = std::env::var_os(CHILD_ENV) {
         std::process::exit(host::run_from_runtime_dir(Path::new(&dir)));
     }
-    let tests: [(&str, fn()); 6] = [
+    let tests: [(&str, fn()); 7] = [
         (
             "workers_die_with_a_killed_host",
             workers_die_with_a_killed_host,
+        ),
+        (
+            "unread_h2_streams_leave_the_host_bounded_and_answering",
+            unread_h2_streams_leave_the_host_bounded_and_answering,
         ),
         (
             "sigterm_drains_and_records_exit_0",
@@ -198,6 +202,84 @@ fn control_shutdown_ends_the_process() {
     });
     assert_eq!(host.wait().code(), Some(0));
     assert_eq!(host.exit_record().reason, "stopped by control command");
+}
+
+/// `(VmRSS in KiB, open descriptors)` of a process.
+fn rss_and_fds(pid: u32) -> (u64, usize) {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let rss = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .unwrap();
+    let fds = std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .unwrap()
+        .count();
+    (rss, fds)
+}
+
+/// An HTTP/2 frame.
+fn h2_frame(kind: u8, flags: u8, stream: u32, payload: &[u8]) -> Vec<u8> {
+    let mut frame = (payload.len() as u32).to_be_bytes()[1..].to_vec();
+    frame.extend_from_slice(&[kind, flags]);
+    frame.extend_from_slice(&stream.to_be_bytes());
+    frame.extend_from_slice(payload);
+    frame
+}
+
+/// The CI-sized form of the attack in bench/attacks.py (`h2-unread`): 20 h2c connections x 200
+/// streams `GET /big.bin` (1 MiB) whose client never reads. The host must stay under 256 MiB
+/// and a few descriptors per connection, and answer a normal GET within a second throughout.
+fn unread_h2_streams_leave_the_host_bounded_and_answering() {
+    use tokio::io::AsyncWriteExt;
+    let site = Site::new();
+    site.write("app/big.bin", vec![7u8; 1 << 20]);
+    write_spec(&site);
+    let mut host = HostProcess::spawn(&site.spec.runtime_dir);
+    let pid = host.child.id();
+    runtime().block_on(async {
+        let status = host.ready().await;
+        let addr: std::net::SocketAddr = status.listening[0].parse().unwrap();
+        // :method GET, :scheme http, then :path and :authority as literals without indexing.
+        let mut block = vec![0x82, 0x86, 0x04, 8];
+        block.extend_from_slice(b"/big.bin");
+        block.extend_from_slice(&[0x01, 9]);
+        block.extend_from_slice(b"localhost");
+        let mut attackers = Vec::new();
+        for _ in 0..20 {
+            let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+            let mut bytes = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".to_vec();
+            bytes.extend(h2_frame(4, 0, 0, &[]));
+            for i in 0..200u32 {
+                bytes.extend(h2_frame(1, 0x5, 2 * i + 1, &block));
+            }
+            stream.write_all(&bytes).await.unwrap();
+            attackers.push(stream);
+        }
+        let (mut peak_rss, mut peak_fds) = (0, 0);
+        for _ in 0..10 {
+            let started = std::time::Instant::now();
+            let answered = tokio::time::timeout(
+                Duration::from_secs(1),
+                get(addr, "localhost", "/index.html"),
+            )
+            .await;
+            let (code, _) = answered
+                .expect("a normal GET took more than 1 s during the attack")
+                .unwrap();
+            assert_eq!(code, StatusCode::OK);
+            let (rss, fds) = rss_and_fds(pid);
+            (peak_rss, peak_fds) = (peak_rss.max(rss), peak_fds.max(fds));
+            tokio::time::sleep(Duration::from_millis(200).saturating_sub(started.elapsed())).await;
+        }
+        assert!(peak_rss < 256 * 1024, "RSS {peak_rss} KiB");
+        // 20 attacking connections, the GET's, one shared big.bin, listeners, logs, inotify.
+        assert!(peak_fds < 100, "{peak_fds} descriptors");
+        drop(attackers);
+    });
+    host.signal(Signal::SIGTERM);
+    assert_eq!(host.wait().code(), Some(0));
 }
 
 fn a_bad_spec_exits_2_with_a_record() {

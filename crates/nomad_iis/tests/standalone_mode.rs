@@ -240,6 +240,65 @@ job "web" {
     assert!(left.is_empty(), "runtime folder not cleaned: {left:?}");
 }
 
+/// `nomad_iis run … > out.txt 2>&1`: the host's notices and `run`'s own lines share one file
+/// description, so neither overwrites the other (a stray `0.0.0:18443` after "Press Ctrl-C to
+/// stop." was the tail of a host notice overwritten by `run`'s later lines).
+#[test]
+fn output_redirected_to_a_file_has_only_whole_lines() {
+    let dir = tempfile::tempdir().unwrap();
+    site(dir.path());
+    let config = dir.path().join("site.hcl");
+    std::fs::write(
+        &config,
+        "application {\n  path = \"site\"\n}\nbinding {\n  type = \"http\"\n  port = \"web\"\n}\n",
+    )
+    .unwrap();
+    let runtime = dir.path().join("runtime");
+    std::fs::create_dir_all(&runtime).unwrap();
+    let out_path = dir.path().join("out.txt");
+    // Truncating, not appending: what a shell's `>` gives.
+    let out = std::fs::File::create(&out_path).unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_nomad_iis"))
+        .arg("run")
+        .arg(&config)
+        .arg("--runtime-dir")
+        .arg(&runtime)
+        .arg("--stdout")
+        .arg("/dev/null")
+        .stdin(Stdio::null())
+        .stdout(out.try_clone().unwrap())
+        .stderr(out)
+        .spawn()
+        .unwrap();
+    let read = || std::fs::read_to_string(&out_path).unwrap_or_default();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !(read().contains("Press Ctrl-C to stop.") && read().contains(" started, listening on "))
+    {
+        assert!(Instant::now() < deadline, "no banner: {}", read());
+        assert!(child.try_wait().unwrap().is_none(), "run ended: {}", read());
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    kill(Pid::from_raw(child.id() as i32), Signal::SIGINT).unwrap();
+    let status = child.wait().unwrap();
+    assert_eq!(status.code(), Some(0), "{}", read());
+    for host in host_pids(&runtime) {
+        let _ = kill(host, Signal::SIGKILL);
+    }
+
+    let text = read();
+    assert!(text.contains("nomad_iis host: stopped"), "{text}");
+    for line in text.lines() {
+        let whole = line.starts_with("nomad_iis run: job ")
+            || line.starts_with("  alloc ")
+            || line.starts_with("    http://")
+            || line == "Press Ctrl-C to stop."
+            || line == "stopping…"
+            // A host notice: RFC 3339 time, then the prefix.
+            || (line.starts_with("20") && line.contains("Z nomad_iis host: "));
+        assert!(whole, "stray line {line:?} in:\n{text}");
+    }
+}
+
 #[test]
 fn a_bare_config_file_gets_ports_for_its_labels_and_a_fixed_port_on_request() {
     let dir = tempfile::tempdir().unwrap();

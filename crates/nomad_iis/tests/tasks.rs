@@ -142,7 +142,19 @@ async fn static_site_runs_from_start_to_destroy() {
         ] {
             assert!(cpu.measured_fields.contains(&(field as i32)));
         }
-        assert!(cpu.percent >= 0.0);
+        // Percent of one core, over the interval: at most 100 per core the host may use.
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get()) as f64;
+        for (name, value) in [
+            ("percent", cpu.percent),
+            ("user_mode", cpu.user_mode),
+            ("system_mode", cpu.system_mode),
+        ] {
+            assert!(
+                value.is_finite() && (0.0..=100.0 * cores).contains(&value),
+                "cpu.{name} = {value}"
+            );
+        }
+        assert!(cpu.total_ticks.is_finite() && cpu.total_ticks >= 0.0);
         assert!(stats.resource_usage_by_pid.contains_key(&pid.to_string()));
     }
 

@@ -344,6 +344,7 @@ fn prepare(
         env: config::task_env(&env, &task_dir.join("tmp")),
         placeholder_app_path: None,
         default_ip: IpAddr::V4(Ipv4Addr::UNSPECIFIED),
+        limits: Default::default(),
     };
     let spec =
         config::resolve(&config, &resolve).map_err(|e| anyhow::anyhow!("{label}: config: {e}"))?;

@@ -58,6 +58,7 @@
 //! - `conditional`: preconditions and byte ranges.
 //! - `response`: representations with prebuilt header values, and the responses themselves.
 //! - `file_body`: streaming large files in chunks.
+//! - [`budget`]: the process-wide response buffer budget and shared descriptors for streamed files.
 //!
 //! # Errors
 //! [`StaticSite::new`] returns [`Error`] (the root cannot be used). [`StaticSite::serve`] never fails: every
@@ -66,6 +67,7 @@
 
 #![forbid(unsafe_code)]
 
+pub mod budget;
 mod cache;
 mod conditional;
 mod file_body;

@@ -79,7 +79,7 @@ pub(crate) enum Loaded {
     Cached(Entry),
     /// A large file, opened for streaming the variant the request prefers.
     Stream {
-        file: File,
+        file: std::sync::Arc<File>,
         representation: Representation,
         content_type: HeaderValue,
         vary: bool,
@@ -196,6 +196,9 @@ pub(crate) fn load(
         ));
     };
     let (file, metadata) = open_regular(&variant.canonical)?;
+    // Shared right away, on this blocking thread: a burst of requests for one file then holds
+    // one descriptor, not one per request waiting for its response to be built.
+    let file = crate::budget::share(file);
     Ok(Loaded::Stream {
         representation: Representation::new(&metadata, metadata.len(), encoding),
         file,

@@ -65,8 +65,8 @@ impl Representation {
 pub(crate) enum Content {
     /// The cache (or a fresh read of a small file): ranges are cheap slices.
     Memory(Bytes),
-    /// An open file, streamed in chunks.
-    File(std::fs::File),
+    /// An open file, streamed in chunks (its descriptor shared with other responses).
+    File(std::sync::Arc<std::fs::File>),
 }
 
 /// What a response needs to know about the file beyond the chosen variant.

@@ -11,3 +11,12 @@ procdump {
   binary_path = "/usr/bin/gcore"
   accept_eula = true
 }
+
+limits {
+  h2_max_concurrent_streams    = 64
+  response_buffer_budget       = 33554432
+  max_connections_per_listener = 4096
+  header_read_timeout          = "20s"
+  h2_keepalive_interval        = "1m"
+  max_header_size              = 32768
+}

@@ -98,6 +98,7 @@ impl Site {
                 process: None,
             }],
             placeholder_app_path: None,
+            limits: Default::default(),
         };
         Self { dir, spec }
     }
