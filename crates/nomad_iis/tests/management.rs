@@ -818,6 +818,22 @@ async fn fs_routes_work_inside_the_task_folder_and_nowhere_else() {
         std::fs::read(task_dir.join("local/extra/d/b.txt")).unwrap(),
         b"b"
     );
+    // `clean` empties the file's folder first; `/*` without a zip names no file.
+    let cleaned_put = with_key(
+        addr,
+        "PUT",
+        &format!("{fs}/local/extra/d/c.txt?clean=true"),
+        b"c",
+    )
+    .await;
+    assert_eq!(cleaned_put.status, 200, "{}", cleaned_put.text());
+    assert!(!task_dir.join("local/extra/d/b.txt").exists());
+    assert_eq!(
+        std::fs::read(task_dir.join("local/extra/d/c.txt")).unwrap(),
+        b"c"
+    );
+    let star_file = with_key(addr, "PUT", &format!("{fs}/local/extra/*"), b"x").await;
+    assert_eq!(star_file.status, 400, "{}", star_file.text());
     // A folder downloads as a zip.
     let folder = with_key(addr, "GET", &format!("{fs}/local"), b"").await;
     assert_eq!(folder.status, 200);
@@ -827,7 +843,7 @@ async fn fs_routes_work_inside_the_task_folder_and_nowhere_else() {
         .map(|i| zip.by_index(i).unwrap().name().unwrap().into_owned())
         .collect();
     names.sort();
-    assert!(names.contains(&"extra/d/b.txt".to_owned()), "{names:?}");
+    assert!(names.contains(&"extra/d/c.txt".to_owned()), "{names:?}");
     assert!(names.contains(&"site/index.html".to_owned()), "{names:?}");
     // `/*` empties a folder; without it the folder goes.
     let cleaned = with_key(addr, "DELETE", &format!("{fs}/local/extra/*"), b"").await;
