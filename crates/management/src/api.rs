@@ -586,3 +586,82 @@ pub(crate) fn attachment(name: &str) -> String {
         .collect();
     format!("attachment; filename=\"{safe}\"")
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn task(bindings: serde_json::Value) -> RegisteredTask {
+        let spec: control::HostSpec = serde_json::from_value(json!({
+            "alloc_id": "a1", "task_name": "web", "site_name": "s", "runtime_dir": "/r",
+            "task_dir": "/t", "stdout_path": "/dev/null", "stderr_path": "/dev/null",
+            "bindings": bindings, "pools": [], "applications": []
+        }))
+        .unwrap();
+        RegisteredTask {
+            alloc_id: "a1".into(),
+            task_name: "web".into(),
+            namespace: "default".into(),
+            job_name: "j".into(),
+            spec,
+            recovered: false,
+        }
+    }
+
+    #[test]
+    fn screenshots_prefer_http_and_map_the_binding_host_name() {
+        let both = task(json!([
+            {"kind": "https", "ip_address": "0.0.0.0", "port": 8443, "hostname": "shop.example"},
+            {"kind": "http", "ip_address": "0.0.0.0", "port": 8080, "hostname": "shop.example"},
+        ]));
+        let request = screenshot_request(&both, "/cart?x=1").unwrap();
+        assert_eq!(request.url, "http://shop.example:8080/cart?x=1");
+        assert_eq!(request.map_host.as_deref(), Some("shop.example"));
+        assert!(!request.ignore_certificate_errors);
+        let https = task(json!([{"kind": "https", "ip_address": "127.0.0.1", "port": 8443}]));
+        let request = screenshot_request(&https, "/").unwrap();
+        assert_eq!(request.url, "https://127.0.0.1:8443/");
+        assert!(request.ignore_certificate_errors && request.map_host.is_none());
+        assert_eq!(
+            screenshot_request(&task(json!([])), "/")
+                .unwrap_err()
+                .status,
+            StatusCode::CONFLICT
+        );
+    }
+
+    #[test]
+    fn dumps_target_the_first_worker_or_the_host_of_a_static_pool() {
+        let status = |pools: serde_json::Value, protocol: u32| -> HostStatus {
+            serde_json::from_value(json!({
+                "pid": 100, "site_name": "s", "listening": [], "pools": pools, "protocol": protocol
+            }))
+            .unwrap()
+        };
+        let pool = |pids: serde_json::Value, is_static: bool| {
+            json!([{"name": "default", "full_name": "f", "state": "Started",
+                    "worker_pids": pids, "recycles": 0, "is_static": is_static}])
+        };
+        assert_eq!(
+            dump_target(&status(pool(json!([7, 8]), false), 2), "default").unwrap(),
+            7
+        );
+        assert_eq!(
+            dump_target(&status(pool(json!([]), true), 2), "default").unwrap(),
+            100
+        );
+        assert_eq!(
+            dump_target(&status(pool(json!([]), false), 1), "default").unwrap(),
+            100
+        );
+        let idle = dump_target(&status(pool(json!([]), false), 2), "default").unwrap_err();
+        assert_eq!(idle.status, StatusCode::CONFLICT);
+        assert_eq!(
+            dump_target(&status(pool(json!([]), true), 2), "x")
+                .unwrap_err()
+                .status,
+            StatusCode::NOT_FOUND
+        );
+        assert_eq!(file_stamp().len(), "yyyy-MM-dd-HH-mm-ss".len());
+    }
+}

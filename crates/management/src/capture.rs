@@ -59,6 +59,9 @@ pub enum CaptureFailure {
     /// The capture took too long.
     #[error("timed out")]
     Timeout,
+    /// The process to dump is gone (a worker that just exited).
+    #[error("process {0} is gone")]
+    NoProcess(u32),
     /// This build has no capture engine.
     #[error("{0} is not available in this build")]
     NotBuilt(&'static str),
@@ -75,6 +78,7 @@ impl From<CaptureFailure> for ApiError {
                 StatusCode::NOT_IMPLEMENTED
             }
             CaptureFailure::Timeout => StatusCode::GATEWAY_TIMEOUT,
+            CaptureFailure::NoProcess(_) => StatusCode::CONFLICT,
             CaptureFailure::Failed(_) => StatusCode::INTERNAL_SERVER_ERROR,
         };
         ApiError::new(status, failure.to_string())

@@ -240,91 +240,72 @@ impl Api {
         let name = path
             .file_name()
             .map_or_else(|| "root".into(), |n| n.to_string_lossy().into_owned());
-        if is_zip || clean {
-            tokio::fs::create_dir_all(&path)
-                .await
-                .map_err(io_error(&path))?;
-        } else {
-            if path.is_dir() {
-                return Err(ApiError::conflict(format!(
-                    "{} is a folder: send Content-Type: application/zip to extract into it",
-                    path.display()
-                )));
-            }
-            tokio::fs::create_dir_all(&parent)
-                .await
-                .map_err(io_error(&parent))?;
+        if !is_zip && target.contents_only {
+            return Err(ApiError::bad_request(
+                "a path ending in /* names a folder's contents: send Content-Type: application/zip to fill it",
+            ));
         }
-        let scratch_dir = if is_zip || clean {
-            path.clone()
-        } else {
-            parent.clone()
-        };
-        let body_file = Scratch::new(scratch_dir.join(unique("body", &name, "")));
-        let size = receive(request, body_file.path(), self.limits.max_upload).await?;
-        if is_zip {
-            let staging = Scratch::new(path.join(unique("staging", &name, "")));
-            let (zip, stage, dest, limits) = (
-                body_file.path().to_owned(),
-                staging.path().to_owned(),
-                path.clone(),
-                self.limits.extract,
-            );
-            let extracted = tokio::task::spawn_blocking(move || {
-                let done = crate::archive::extract(&zip, &stage, limits).map_err(archive_error)?;
-                let io = |e: io::Error| ApiError::internal(format!("{}: {e}", dest.display()));
-                if clean {
-                    // The scratch files live in `dest` too; keep them until they drop.
-                    for entry in std::fs::read_dir(&dest).map_err(io)? {
-                        let entry = entry.map_err(io)?;
-                        let p = entry.path();
-                        if p == zip || p == stage {
-                            continue;
-                        }
-                        if entry.file_type().map_err(io)?.is_dir() {
-                            std::fs::remove_dir_all(&p).map_err(io)?;
-                        } else {
-                            std::fs::remove_file(&p).map_err(io)?;
-                        }
-                    }
-                }
-                merge_into(&stage, &dest).map_err(io)?;
-                Ok::<_, ApiError>(done)
-            })
+        // A zip fills the folder `path`; anything else becomes the file `path`. `clean` empties
+        // that folder (for a file: its folder) first, keeping only our own scratch files.
+        let folder = if is_zip { path.clone() } else { parent.clone() };
+        if !is_zip && path.is_dir() {
+            return Err(ApiError::conflict(format!(
+                "{} is a folder: send Content-Type: application/zip to extract into it",
+                path.display()
+            )));
+        }
+        tokio::fs::create_dir_all(&folder)
             .await
-            .map_err(|e| ApiError::internal(format!("extraction task: {e}")))??;
-            return Ok(json!({
-                "path": path, "archiveBytes": size, "files": extracted.files,
-                "folders": extracted.folders, "bytes": extracted.bytes, "cleaned": clean,
-            }));
-        }
-        if clean {
-            let body = body_file.path().to_owned();
-            let dest = path.clone();
-            tokio::task::spawn_blocking(move || {
-                for entry in std::fs::read_dir(&dest)? {
-                    let entry = entry?;
-                    if entry.path() == body {
+            .map_err(io_error(&folder))?;
+        let body_file = Scratch::new(folder.join(unique("body", &name, "")));
+        let size = receive(request, body_file.path(), self.limits.max_upload).await?;
+        let staging = Scratch::new(folder.join(unique("staging", &name, "")));
+        let (body, stage, dest, limits) = (
+            body_file.path().to_owned(),
+            staging.path().to_owned(),
+            folder.clone(),
+            self.limits.extract,
+        );
+        let file_target = path.clone();
+        let extracted = tokio::task::spawn_blocking(move || {
+            let done = if is_zip {
+                Some(crate::archive::extract(&body, &stage, limits).map_err(archive_error)?)
+            } else {
+                None
+            };
+            let io = |e: io::Error| ApiError::internal(format!("{}: {e}", dest.display()));
+            if clean {
+                for entry in std::fs::read_dir(&dest).map_err(io)? {
+                    let entry = entry.map_err(io)?;
+                    let p = entry.path();
+                    if p == body || p == stage {
                         continue;
                     }
-                    if entry.file_type()?.is_dir() {
-                        std::fs::remove_dir_all(entry.path())?;
+                    if entry.file_type().map_err(io)?.is_dir() {
+                        std::fs::remove_dir_all(&p).map_err(io)?;
                     } else {
-                        std::fs::remove_file(entry.path())?;
+                        std::fs::remove_file(&p).map_err(io)?;
                     }
                 }
-                Ok::<_, io::Error>(())
-            })
-            .await
-            .map_err(|e| ApiError::internal(e.to_string()))?
-            .map_err(io_error(&path))?;
-            return Ok(json!({"path": path, "cleaned": true, "bytes": 0}));
+            }
+            match done {
+                Some(_) => merge_into(&stage, &dest).map_err(io)?,
+                None => std::fs::rename(&body, &file_target).map_err(io)?,
+            }
+            Ok::<_, ApiError>(done)
+        })
+        .await
+        .map_err(|e| ApiError::internal(format!("extraction task: {e}")))??;
+        match extracted {
+            Some(done) => Ok(json!({
+                "path": path, "archiveBytes": size, "files": done.files,
+                "folders": done.folders, "bytes": done.bytes, "cleaned": clean,
+            })),
+            None => {
+                body_file.keep();
+                Ok(json!({"path": path, "bytes": size, "cleaned": clean}))
+            }
         }
-        tokio::fs::rename(body_file.path(), &path)
-            .await
-            .map_err(io_error(&path))?;
-        body_file.keep();
-        Ok(json!({"path": path, "bytes": size, "cleaned": false}))
     }
 }
 

@@ -271,6 +271,28 @@ async fn every_route_refuses_callers_without_valid_credentials() {
             );
         }
     }
+    // A valid token without capabilities reaches no route that needs one.
+    let powerless = token(JWT_SECRET, json!({"capabilities": []}));
+    let powerless = bearer(&powerless);
+    for route in routes.iter().filter(|r| r.capability.is_some()) {
+        let path = route_path(route.path, &alloc, "web", "local/site/index.html");
+        let response = http::request(
+            addr,
+            route.method,
+            &path,
+            &[("Authorization", &powerless)],
+            b"PK",
+        )
+        .await
+        .unwrap();
+        assert_eq!(
+            response.status,
+            403,
+            "{} {path}: {}",
+            route.method,
+            response.text()
+        );
+    }
     let unknown = http::request(addr, "GET", "/api/v1/nothing", &[], b"")
         .await
         .unwrap();
@@ -296,6 +318,18 @@ async fn every_route_refuses_callers_without_valid_credentials() {
     assert_eq!(pool["name"], "default");
     assert_eq!(pool["status"], "Started");
     assert_eq!(pool["isWorkerProcessRunning"], false);
+    // The debug view lists runtime folders no task owns.
+    std::fs::create_dir_all(fixture.runtime_root.join("stale-alloc-web")).unwrap();
+    let debug = json_of(&with_key(addr, "GET", "/api/v1/debug", b"").await);
+    assert!(
+        debug["leftovers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|l| l.as_str().unwrap().contains("stale-alloc-web")),
+        "{debug}"
+    );
+    assert_eq!(debug["tasks"][0]["recovered"], false);
     // The OpenAPI document lists every route of the table.
     let doc = json_of(&with_key(addr, "GET", "/api/v1/openapi.json", b"").await);
     assert_eq!(doc["openapi"], "3.0.3");
@@ -818,6 +852,22 @@ async fn fs_routes_work_inside_the_task_folder_and_nowhere_else() {
         std::fs::read(task_dir.join("local/extra/d/b.txt")).unwrap(),
         b"b"
     );
+    // `clean` empties the file's folder first; `/*` without a zip names no file.
+    let cleaned_put = with_key(
+        addr,
+        "PUT",
+        &format!("{fs}/local/extra/d/c.txt?clean=true"),
+        b"c",
+    )
+    .await;
+    assert_eq!(cleaned_put.status, 200, "{}", cleaned_put.text());
+    assert!(!task_dir.join("local/extra/d/b.txt").exists());
+    assert_eq!(
+        std::fs::read(task_dir.join("local/extra/d/c.txt")).unwrap(),
+        b"c"
+    );
+    let star_file = with_key(addr, "PUT", &format!("{fs}/local/extra/*"), b"x").await;
+    assert_eq!(star_file.status, 400, "{}", star_file.text());
     // A folder downloads as a zip.
     let folder = with_key(addr, "GET", &format!("{fs}/local"), b"").await;
     assert_eq!(folder.status, 200);
@@ -827,7 +877,7 @@ async fn fs_routes_work_inside_the_task_folder_and_nowhere_else() {
         .map(|i| zip.by_index(i).unwrap().name().unwrap().into_owned())
         .collect();
     names.sort();
-    assert!(names.contains(&"extra/d/b.txt".to_owned()), "{names:?}");
+    assert!(names.contains(&"extra/d/c.txt".to_owned()), "{names:?}");
     assert!(names.contains(&"site/index.html".to_owned()), "{names:?}");
     // `/*` empties a folder; without it the folder goes.
     let cleaned = with_key(addr, "DELETE", &format!("{fs}/local/extra/*"), b"").await;
