@@ -86,8 +86,30 @@ fn under_task_dir(task_dir: &Path, path: &str) -> PathBuf {
 }
 
 /// Resolves a task configuration into a host specification. Runs the structural checks of
-/// [`TaskConfig::validate`] (not the node policy, which needs the driver configuration).
+/// [`TaskConfig::validate`] (not the node policy, which needs the driver configuration), and
+/// as its post-condition the host's own [`HostSpec::check`]: a spec that resolves is one the
+/// host accepts (ports are only known here, so two port labels mapped to one port and two
+/// bindings answering one host name on it are caught now, naming the binding).
 pub fn resolve(task: &TaskConfig, ctx: &ResolveContext) -> Result<HostSpec, ConfigError> {
+    let spec = resolve_unchecked(task, ctx)?;
+    spec.check()
+        .map_err(|e| ConfigError::new(config_field(&spec, &e.field), e.message))?;
+    Ok(spec)
+}
+
+/// The configuration's name for a spec field: bindings and applications keep their indices;
+/// the spec's `pool[i]` (used pools only) becomes the pool's name.
+fn config_field(spec: &HostSpec, field: &str) -> String {
+    if let Some(rest) = field.strip_prefix("pool[")
+        && let Some((index, tail)) = rest.split_once(']')
+        && let Some(pool) = index.parse::<usize>().ok().and_then(|i| spec.pools.get(i))
+    {
+        return format!("application_pool {:?}{tail}", pool.name);
+    }
+    field.to_owned()
+}
+
+fn resolve_unchecked(task: &TaskConfig, ctx: &ResolveContext) -> Result<HostSpec, ConfigError> {
     let checked = task.structure()?;
     let site_name = site_name(&ctx.alloc_id, &ctx.task_name)?;
 
@@ -515,6 +537,74 @@ mod tests {
         assert_eq!(
             resolve(&task, &ctx()).map_err(|e| e.to_string()),
             Err("application: at least one application block is required".into())
+        );
+    }
+
+    fn with_hostname(port: &str, hostname: &str) -> BindingConfig {
+        BindingConfig {
+            hostname: Some(hostname.into()),
+            ..binding(BindingKind::Http, PortRef::Label(port.into()))
+        }
+    }
+
+    fn task_with(bindings: Vec<BindingConfig>) -> TaskConfig {
+        TaskConfig {
+            applications: vec![ApplicationConfig::at("local/site")],
+            bindings,
+            ..TaskConfig::default()
+        }
+    }
+
+    #[test]
+    fn a_host_name_with_and_without_its_trailing_dot_on_one_port_is_a_config_error() {
+        let task = task_with(vec![
+            with_hostname("http", "a.com"),
+            with_hostname("http", "a.com."),
+        ]);
+        assert_eq!(
+            resolve(&task, &ctx()).unwrap_err().to_string(),
+            "binding[1]: same port, hostname and address as binding[0]"
+        );
+        assert!(task.validate(&crate::DriverConfig::default()).is_err());
+    }
+
+    #[test]
+    fn the_hosts_own_check_is_the_post_condition() {
+        // Two labels Nomad mapped to one port: only known once ports are resolved.
+        let mut context = ctx();
+        context.ports.insert("other".into(), 24001);
+        let task = task_with(vec![
+            with_hostname("http", "Shop.example.com"),
+            with_hostname("other", "shop.example.com."),
+        ]);
+        assert!(task.validate(&crate::DriverConfig::default()).is_ok());
+        let err = resolve(&task, &context).unwrap_err();
+        assert_eq!(err.path, "binding[1].hostname");
+        assert_eq!(
+            err.message,
+            "binding[0] already answers for shop.example.com on 0.0.0.0:24001"
+        );
+        // What resolves, the host accepts.
+        let fine = task_with(vec![
+            with_hostname("http", "a.com"),
+            with_hostname("https", "a.com."),
+        ]);
+        resolve(&fine, &context).unwrap().check().unwrap();
+        // A https and an http binding on one port.
+        let mut https = binding(BindingKind::Https, PortRef::Label("other".into()));
+        https.certificate = Some(crate::task::CertificateConfig {
+            use_self_signed: true,
+            ..Default::default()
+        });
+        let mixed = task_with(vec![
+            binding(BindingKind::Http, PortRef::Label("http".into())),
+            https,
+        ]);
+        let err = resolve(&mixed, &context).unwrap_err();
+        assert_eq!(err.path, "binding[1]");
+        assert!(
+            err.message.contains("cannot serve both http and https"),
+            "{err}"
         );
     }
 }

@@ -29,32 +29,10 @@ const NO_EFFECT: &str = "has no effect on Linux";
 /// The certificate sources that work on Linux, for messages.
 const CERTIFICATE_SOURCES: &str = "pfx_file, cert_file + key_file or use_self_signed";
 
-/// Normalises an alias to `/` or `/a/b`: surrounding and repeated slashes are dropped (the
-/// original trims a leading `/`); `.` and `..` segments, `\`, `?`, `#`, `%` and control
-/// characters are refused.
-pub fn normalize_alias(raw: &str) -> Result<String, String> {
-    let mut segments = Vec::new();
-    for segment in raw.split('/') {
-        if segment.is_empty() {
-            continue;
-        }
-        if segment == "." || segment == ".." {
-            return Err(format!(
-                "{raw:?} is not a valid alias: \".\" and \"..\" segments are not allowed"
-            ));
-        }
-        if let Some(c) = segment
-            .chars()
-            .find(|c| matches!(c, '\\' | '?' | '#' | '%') || c.is_control())
-        {
-            return Err(format!(
-                "{raw:?} is not a valid alias: {c:?} is not allowed"
-            ));
-        }
-        segments.push(segment);
-    }
-    Ok(format!("/{}", segments.join("/")))
-}
+/// Normalises an alias to `/` or `/a/b` (the host's rule, [`control::normalize_alias`]):
+/// surrounding and repeated slashes are dropped (the original trims a leading `/`); `.` and `..`
+/// segments, `\`, `?`, `#`, `%` and control characters are refused.
+pub use control::normalize_alias;
 
 /// A pool some application uses; `path` is `None` for the implied `default` pool.
 #[derive(Debug, Clone)]
@@ -93,14 +71,14 @@ fn require_non_blank(path: impl FnOnce() -> String, value: &str) -> Result<(), C
     Ok(())
 }
 
-/// Records `alias` (compared ignoring case, as IIS does) and fails at `path` when it was
-/// seen before.
+/// Records `alias` (compared ignoring case as the host's router does, [`control::alias_key`])
+/// and fails at `path` when it was seen before.
 fn record_unique_alias(
     seen: &mut HashSet<String>,
     alias: &str,
     path: impl FnOnce() -> String,
 ) -> Result<(), ConfigError> {
-    if seen.insert(alias.to_lowercase()) {
+    if seen.insert(control::alias_key(alias)) {
         Ok(())
     } else {
         Err(ConfigError::new(
@@ -325,8 +303,8 @@ impl TaskConfig {
             if let Some((j, _)) = seen_bindings.iter().find(|(_, other)| {
                 other.port == binding.port
                     && other.ip_address == binding.ip_address
-                    && other.hostname.as_deref().map(str::to_lowercase)
-                        == binding.hostname.as_deref().map(str::to_lowercase)
+                    && control::normalize_hostname(other.hostname.as_deref())
+                        == control::normalize_hostname(binding.hostname.as_deref())
             }) {
                 return Err(ConfigError::new(
                     path,

@@ -14,7 +14,7 @@ use tokio::net::UnixStream;
 
 use std::sync::Arc;
 
-use crate::protocol::{Command, HostStatus, Reply};
+use crate::protocol::{Command, HostStatus, Reply, Unsupported};
 use crate::spec::HostSpec;
 
 /// Failure talking to a host.
@@ -47,6 +47,9 @@ pub enum ClientError {
     /// The host refused the command.
     #[error("{0}")]
     Refused(String),
+    /// The host is older than the command: it speaks an earlier control protocol.
+    #[error(transparent)]
+    Unsupported(#[from] Unsupported),
 }
 
 /// A client for one host's control socket. Cheap to clone; each call opens a connection.
@@ -121,8 +124,22 @@ impl Client {
         &self.socket
     }
 
-    /// Sends one command and returns the host's status after it.
+    /// Sends one command and returns the host's status after it. A host too old for the
+    /// command answers [`ClientError::Unsupported`], naming both versions.
     pub async fn send(&self, command: &Command) -> Result<HostStatus, ClientError> {
+        match self.send_once(command).await {
+            Err(ClientError::Refused(message))
+                if command.min_protocol() > 1 && Command::not_understood(&message) =>
+            {
+                // Learn which version the host speaks; a status is understood by every host.
+                let host = self.send_once(&Command::Status).await.map(|s| s.protocol);
+                Err(refusal(command, message, host.ok()))
+            }
+            other => other,
+        }
+    }
+
+    async fn send_once(&self, command: &Command) -> Result<HostStatus, ClientError> {
         let timeout = self.deadline(command);
         match tokio::time::timeout(timeout, self.exchange(command)).await {
             Ok(result) => result,
@@ -170,9 +187,70 @@ impl Client {
     }
 }
 
+/// The error for `command` refused with `message` by a host speaking `host` (when known).
+fn refusal(command: &Command, message: String, host: Option<u32>) -> ClientError {
+    match host {
+        Some(host) if host < command.min_protocol() => ClientError::Unsupported(Unsupported {
+            host,
+            needs: command.min_protocol(),
+            what: format!("`{}`", command.name()),
+        }),
+        _ => ClientError::Refused(message),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_older_host_that_does_not_know_a_command_is_named() {
+        // Every command of today is version 1; this stands in for a later one.
+        let command = Command::Status;
+        let err = refusal(&command, "bad command: unknown variant".into(), Some(0));
+        assert!(
+            matches!(&err, ClientError::Unsupported(u) if u.host == 0 && u.needs == 1),
+            "{err}"
+        );
+        assert!(err.to_string().contains("`status` needs 1"), "{err}");
+        let refused = refusal(&command, "unknown pool \"api\"".into(), Some(2));
+        assert_eq!(refused.to_string(), "unknown pool \"api\"");
+        assert!(matches!(
+            refusal(&command, "bad command: x".into(), None),
+            ClientError::Refused(_)
+        ));
+    }
+
+    /// A host answering one JSON reply per connection, as a version 1 host does.
+    async fn fake_host(dir: &Path, reply: &'static str) -> tokio::task::JoinHandle<()> {
+        let listener = tokio::net::UnixListener::bind(dir.join("control.sock")).unwrap();
+        tokio::spawn(async move {
+            while let Ok((stream, _)) = listener.accept().await {
+                let (read, mut write) = stream.into_split();
+                let mut line = String::new();
+                let _ = BufReader::new(read).read_line(&mut line).await;
+                let _ = write.write_all(reply.as_bytes()).await;
+                let _ = write.write_all(b"\n").await;
+            }
+        })
+    }
+
+    #[tokio::test]
+    async fn a_version_1_host_answers_status() {
+        let dir = tempfile::tempdir().unwrap();
+        let host = fake_host(
+            dir.path(),
+            r#"{"reply":"ok","status":{"pid":7,"site_name":"s","listening":[],"pools":[]}}"#,
+        )
+        .await;
+        let status = Client::new(dir.path().join("control.sock"))
+            .status()
+            .await
+            .unwrap();
+        assert_eq!((status.pid, status.protocol), (7, 1));
+        assert!(status.require(2, "application status").is_err());
+        host.abort();
+    }
 
     #[test]
     fn deadlines_follow_the_command() {

@@ -1,12 +1,18 @@
-//! The contract between the Nomad driver (and later the Management API) and the per-task site
-//! host: what a host is asked to run ([`HostSpec`]), the commands it takes ([`Command`]), what it
-//! reports ([`HostStatus`]), the record it leaves when it exits ([`ExitRecord`]), and a small
-//! async [`Client`] for its control socket.
+//! The contract between the Nomad driver (and the Management API, and `nomad_iis run`) and the
+//! per-task site host: what a host is asked to run ([`HostSpec`]) and the rules it must satisfy
+//! ([`HostSpec::check`]), the commands it takes ([`Command`]), what it reports ([`HostStatus`]),
+//! its exit codes ([`exit_code`]) and the record it leaves when it exits ([`ExitRecord`]), the
+//! files of its runtime folder ([`files`]), and — with the `client` feature — an async client
+//! for its control socket and the one way to start a host and wait until it is ready
+//! ([`launch`]).
 //!
 //! # Layout
 //! - [`spec`]: the fully resolved host specification (ports resolved, paths absolute).
-//! - [`protocol`]: commands, replies and status types; the exit record.
-//! - [`client`]: the unix-socket client.
+//! - [`check`]: [`HostSpec::check`], alias and host-name normalisation.
+//! - [`protocol`]: commands, replies and status types, protocol versioning; the exit record.
+//! - [`files`]: reading and writing `spec.json` and `exit.json`.
+//! - [`client`] (feature `client`): the unix-socket client.
+//! - [`launch`] (feature `client`): spawn a host and wait until it is ready.
 //!
 //! # Wire format
 //! One JSON request line, one JSON reply line, per connection (see [`protocol`]). A unix socket in
@@ -17,15 +23,23 @@
 
 #![forbid(unsafe_code)]
 
+pub mod check;
+#[cfg(feature = "client")]
 pub mod client;
+pub mod files;
+#[cfg(feature = "client")]
+pub mod launch;
 pub mod protocol;
 pub mod registry;
 pub mod spec;
 
+pub use check::{SpecError, alias_key, normalize_alias, normalize_hostname};
+#[cfg(feature = "client")]
 pub use client::{Client, ClientError};
+pub use files::FileError;
 pub use protocol::{
     ApplicationKind, ApplicationStatus, Command, ExitRecord, HostStatus, PROTOCOL_VERSION,
-    PoolState, PoolStatus, Reply, WorkerStatus,
+    PoolState, PoolStatus, Reply, Unsupported, WorkerStatus,
 };
 pub use registry::{RegisteredTask, TaskRegistry};
 pub use spec::{

@@ -10,7 +10,32 @@ use serde::{Deserialize, Serialize};
 /// Version of the control protocol this crate speaks. A host reports its own in
 /// [`HostStatus::protocol`]; hosts from before versioning report nothing and read as 1.
 /// Version 2 added worker processes, application status, warnings and per-pool counters.
+///
+/// Hosts outlive plugin upgrades, so a newer client must drive an older host. The rules:
+/// - a field added to a status or reply type has `#[serde(default)]` (an older host leaves it
+///   out) and the version that brought it is written beside it;
+/// - a field added to a command is optional and means "as before" when absent (an older host
+///   ignores fields it does not know);
+/// - anything else new is a new [`Command`] whose [`Command::min_protocol`] names its version;
+///   [`HostStatus::require`] and the client's [`Unsupported`] error say what an older host
+///   cannot do instead of failing on a decode error;
+/// - every change bumps this constant.
 pub const PROTOCOL_VERSION: u32 = 2;
+
+/// What an older host cannot do: it speaks `host` and `what` needs `needs`.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "site host speaks control protocol {host}; {what} needs {needs} (restart the task to get a \
+     host of this version)"
+)]
+pub struct Unsupported {
+    /// The host's protocol version.
+    pub host: u32,
+    /// The version the feature needs.
+    pub needs: u32,
+    /// The feature, e.g. `` `recycle_pool` `` or `application status`.
+    pub what: String,
+}
 
 fn protocol_v1() -> u32 {
     1
@@ -45,6 +70,41 @@ pub enum Command {
     },
 }
 
+impl Command {
+    /// The command's name on the wire (`status`, `recycle_pool`, …).
+    pub fn name(&self) -> &'static str {
+        match self {
+            Self::Status => "status",
+            Self::StartPool { .. } => "start_pool",
+            Self::StopPool { .. } => "stop_pool",
+            Self::RecyclePool { .. } => "recycle_pool",
+            Self::Shutdown { .. } => "shutdown",
+        }
+    }
+
+    /// The first protocol version whose hosts understand this command. Every command of today
+    /// was in version 1; a command added later returns its version here.
+    pub fn min_protocol(&self) -> u32 {
+        match self {
+            Self::Status
+            | Self::StartPool { .. }
+            | Self::StopPool { .. }
+            | Self::RecyclePool { .. }
+            | Self::Shutdown { .. } => 1,
+        }
+    }
+
+    /// Whether a host answering `message` to this command did not understand it at all (an
+    /// older host does not know the command), rather than refusing it.
+    pub fn not_understood(message: &str) -> bool {
+        message.starts_with(BAD_COMMAND)
+    }
+}
+
+/// How a host starts its error message for a request line it cannot decode (an unknown command
+/// included): `bad command: …`. Part of the protocol since version 1.
+pub const BAD_COMMAND: &str = "bad command";
+
 /// The host's answer to one command.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case", tag = "reply")]
@@ -74,7 +134,7 @@ pub enum PoolState {
     Stopped,
 }
 
-/// One pool's status.
+/// One pool's status. Fields after `recycles` came with protocol version 2.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct PoolStatus {
     /// Short pool name.
@@ -152,7 +212,7 @@ pub struct ApplicationStatus {
     pub kind: ApplicationKind,
 }
 
-/// The host's status.
+/// The host's status. Fields after `dropped_log_lines` came with protocol version 2.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct HostStatus {
     /// Pid of the host process.
@@ -179,6 +239,32 @@ pub struct HostStatus {
     pub warnings: Vec<String>,
 }
 
+impl HostStatus {
+    /// Fails with [`Unsupported`] when this host speaks a protocol older than `needs`, naming
+    /// `what` cannot be had (e.g. `application status` from a version 1 host, whose status simply
+    /// leaves the field out).
+    pub fn require(&self, needs: u32, what: impl Into<String>) -> Result<(), Unsupported> {
+        if self.protocol >= needs {
+            Ok(())
+        } else {
+            Err(Unsupported {
+                host: self.protocol,
+                needs,
+                what: what.into(),
+            })
+        }
+    }
+
+    /// What a host of this status cannot report that this crate knows about, one line each,
+    /// empty for a host of the current version.
+    pub fn missing_features(&self) -> Vec<Unsupported> {
+        [(2, "worker, application and warning status")]
+            .into_iter()
+            .filter_map(|(needs, what)| self.require(needs, what).err())
+            .collect()
+    }
+}
+
 /// Written as `exit.json` into the runtime folder just before the host exits, so a waiter that is
 /// not the host's parent (a restarted plugin) learns the exit code and why.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -187,4 +273,78 @@ pub struct ExitRecord {
     pub code: i32,
     /// Why the host exited, e.g. `stopped by control command` or a start-up failure naming the field.
     pub reason: String,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A status exactly as a version 1 host wrote it (before `protocol` existed).
+    const V1_STATUS: &str = r#"{"pid":4242,"site_name":"nomad-a-web","listening":["0.0.0.0:8080"],
+        "pools":[{"name":"default","full_name":"nomad-a-web","state":"Started",
+        "worker_pids":[4243],"recycles":1}]}"#;
+
+    #[test]
+    fn a_version_1_status_decodes_with_safe_defaults() {
+        let status: HostStatus = serde_json::from_str(V1_STATUS).unwrap();
+        assert_eq!(status.protocol, 1);
+        assert_eq!(status.pid, 4242);
+        assert_eq!(status.dropped_log_lines, 0);
+        assert!(status.applications.is_empty() && status.warnings.is_empty());
+        let pool = &status.pools[0];
+        assert_eq!(pool.worker_pids, vec![4243]);
+        assert!(pool.workers.is_empty());
+        assert_eq!((pool.worker_starts, pool.worker_failures), (0, 0));
+        assert!(pool.last_worker_exit.is_none() && !pool.is_static);
+        let reply: Reply =
+            serde_json::from_str(&format!(r#"{{"reply":"ok","status":{V1_STATUS}}}"#)).unwrap();
+        assert!(matches!(reply, Reply::Ok { status } if status.protocol == 1));
+    }
+
+    #[test]
+    fn an_older_host_is_told_apart_and_named_in_the_error() {
+        let old: HostStatus = serde_json::from_str(V1_STATUS).unwrap();
+        let err = old.require(2, "application status").unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "site host speaks control protocol 1; application status needs 2 (restart the task \
+             to get a host of this version)"
+        );
+        assert_eq!(old.missing_features().len(), 1);
+        let current = HostStatus {
+            protocol: PROTOCOL_VERSION,
+            ..old
+        };
+        assert!(current.require(2, "application status").is_ok());
+        assert!(current.missing_features().is_empty());
+    }
+
+    #[test]
+    fn commands_keep_their_version_1_wire_form() {
+        for (command, wire) in [
+            (Command::Status, r#"{"command":"status"}"#),
+            (
+                Command::RecyclePool { pool: None },
+                r#"{"command":"recycle_pool","pool":null}"#,
+            ),
+            (
+                Command::Shutdown {
+                    grace: Duration::from_secs(5),
+                },
+                r#"{"command":"shutdown","grace":{"secs":5,"nanos":0}}"#,
+            ),
+        ] {
+            assert_eq!(serde_json::to_string(&command).unwrap(), wire);
+            assert_eq!(command.min_protocol(), 1);
+            assert!(wire.contains(command.name()));
+        }
+        // What a host answers for a command it does not know.
+        let unknown = serde_json::from_str::<Command>(r#"{"command":"capture_dump"}"#)
+            .map(|_| ())
+            .unwrap_err();
+        assert!(Command::not_understood(&format!(
+            "{BAD_COMMAND}: {unknown}"
+        )));
+        assert!(!Command::not_understood("unknown pool \"api\""));
+    }
 }

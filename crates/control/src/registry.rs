@@ -1,6 +1,6 @@
 //! The registry of running tasks: what the Management API sees of the driver (plugin mode) or of
 //! `nomad_iis run` (standalone mode). Both implement [`TaskRegistry`]; the API talks to hosts only
-//! through it and the control [`Client`](crate::Client).
+//! through it and the control client (feature `client`).
 
 use std::path::PathBuf;
 

@@ -235,3 +235,77 @@ pub struct VirtualDirectorySpec {
     /// Absolute folder.
     pub path: PathBuf,
 }
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+
+    pub(crate) fn pool(name: &str) -> PoolSpec {
+        PoolSpec {
+            name: name.into(),
+            full_name: format!("nomad-a-t-{name}"),
+            start_mode: StartMode::OnDemand,
+            idle_timeout: Duration::ZERO,
+            periodic_restart: Duration::ZERO,
+            start_time_limit: Duration::from_secs(90),
+            shutdown_time_limit: Duration::from_secs(90),
+            disable_overlapped_recycle: false,
+            service_unavailable_response: UnavailableResponse::HttpLevel,
+            queue_length: 1000,
+            identity: None,
+        }
+    }
+
+    pub(crate) fn binding(
+        kind: BindingKind,
+        ip: [u8; 4],
+        port: u16,
+        hostname: Option<&str>,
+    ) -> BindingSpec {
+        BindingSpec {
+            kind,
+            ip_address: IpAddr::from(ip),
+            port,
+            hostname: hostname.map(str::to_owned),
+            require_sni: false,
+            certificate: (kind == BindingKind::Https).then_some(CertificateSource::SelfSigned),
+        }
+    }
+
+    /// One static application on the default pool, one http binding.
+    pub(crate) fn minimal_spec() -> HostSpec {
+        HostSpec {
+            alloc_id: "a".into(),
+            task_name: "t".into(),
+            site_name: "nomad-a-t".into(),
+            runtime_dir: PathBuf::from("/tmp/a-t"),
+            task_dir: PathBuf::from("/tmp/t"),
+            stdout_path: PathBuf::from("/dev/null"),
+            stderr_path: PathBuf::from("/dev/null"),
+            env: BTreeMap::new(),
+            bindings: vec![binding(BindingKind::Http, [127, 0, 0, 1], 0, None)],
+            pools: vec![pool("default")],
+            applications: vec![ApplicationSpec {
+                alias: "/".into(),
+                path: PathBuf::from("/tmp/t/site"),
+                pool: "default".into(),
+                virtual_directories: Vec::new(),
+                process: None,
+            }],
+            placeholder_app_path: None,
+            limits: HostLimits::default(),
+        }
+    }
+
+    #[test]
+    fn a_spec_from_an_older_plugin_gets_default_limits() {
+        let mut json = serde_json::to_value(minimal_spec()).unwrap();
+        let object = json.as_object_mut().unwrap();
+        object.remove("limits");
+        object.remove("env");
+        object.remove("placeholder_app_path");
+        let spec: HostSpec = serde_json::from_value(json).unwrap();
+        assert_eq!(spec.limits, HostLimits::default());
+        assert_eq!(spec, minimal_spec());
+    }
+}

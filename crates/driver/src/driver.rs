@@ -310,27 +310,28 @@ impl IisDriver {
             }
         };
 
-        let mut child = match process::spawn_host(&self.inner.options.host_command, &runtime_dir) {
-            Ok(child) => child,
-            Err(source) => {
+        let launched = control::launch::spawn_ready(
+            &mut process::host_command(&self.inner.options.host_command, &runtime_dir),
+            &runtime_dir,
+            self.inner.options.host_ready_timeout,
+            |pid| {
+                // The host leads its own process group: its workers go with it.
+                let _ = process::kill_group_now(pid);
+            },
+        )
+        .await;
+        let (mut child, status) = match launched {
+            Ok(launched) => launched,
+            Err(error) => {
                 self.remove_runtime_dir(&runtime_dir);
-                return Err(DriverError::Io {
-                    what: "starting the site host",
-                    path: self.inner.options.host_command.program.clone(),
-                    source,
-                });
+                return Err(launch_error(error, &runtime_dir));
             }
         };
-        let ready = self.await_ready(&mut child, &socket).await;
-        let identity = child.id().and_then(ProcessIdentity::of);
-        let (status, identity) = match (ready, identity) {
-            (Ok(status), Some(identity)) => (status, identity),
-            (result, _) => {
-                self.abort_start(&mut child, &runtime_dir).await;
-                return Err(result.err().unwrap_or_else(|| {
-                    DriverError::HostStart("site host exited right after it became ready".into())
-                }));
-            }
+        let Some(identity) = child.id().and_then(ProcessIdentity::of) else {
+            self.abort_start(&mut child, &runtime_dir).await;
+            return Err(DriverError::HostStart(
+                "site host exited right after it became ready".into(),
+            ));
         };
 
         let started_at = SystemTime::now()
@@ -382,44 +383,6 @@ impl IisDriver {
             }),
             network_override: None,
         })
-    }
-
-    /// Waits until the new host answers `Status` on its control socket (it binds that socket
-    /// last, so an answer means every listener is up), or exits, or the time limit passes.
-    async fn await_ready(
-        &self,
-        child: &mut tokio::process::Child,
-        socket: &Path,
-    ) -> Result<control::HostStatus, DriverError> {
-        let limit = self.inner.options.host_ready_timeout;
-        let deadline = tokio::time::Instant::now() + limit;
-        let client = control::Client::new(socket).with_timeout(Duration::from_secs(2));
-        let runtime_dir = socket.parent().unwrap_or(Path::new("/"));
-        // A host is usually ready within a few milliseconds: poll fast first, then back off.
-        let mut pause = Duration::from_millis(1);
-        loop {
-            match child.try_wait() {
-                Ok(Some(status)) => return Err(early_exit(status, runtime_dir)),
-                Ok(None) => {}
-                Err(source) => {
-                    return Err(DriverError::Io {
-                        what: "waiting for the site host",
-                        path: runtime_dir.to_owned(),
-                        source,
-                    });
-                }
-            }
-            if let Ok(status) = client.status().await {
-                return Ok(status);
-            }
-            if tokio::time::Instant::now() >= deadline {
-                return Err(DriverError::HostStart(format!(
-                    "site host did not become ready within {limit:?}"
-                )));
-            }
-            tokio::time::sleep(pause).await;
-            pause = (pause * 2).min(Duration::from_millis(50));
-        }
     }
 
     /// Ends a host that still runs in the runtime folder of a task Nomad starts anew. Nomad
@@ -636,6 +599,7 @@ impl IisDriver {
             .with_timeout(Duration::from_secs(5));
         let mut last_error = None;
         let mut warnings = Vec::new();
+        let mut missing = Vec::new();
         for attempt in 0..3 {
             if attempt > 0 {
                 tokio::time::sleep(Duration::from_millis(200)).await;
@@ -643,6 +607,7 @@ impl IisDriver {
             match client.status().await {
                 Ok(status) => {
                     last_error = None;
+                    missing = status.missing_features();
                     warnings = status.warnings;
                     break;
                 }
@@ -668,6 +633,12 @@ impl IisDriver {
                 &handle.task_ref(),
                 format!("re-attached to the site host (pid {})", host.pid),
             );
+            // A host started by an older plugin keeps running; say what it cannot report.
+            for unsupported in missing {
+                self.inner
+                    .events
+                    .emit(&handle.task_ref(), unsupported.to_string());
+            }
         }
         Ok(())
     }
@@ -844,17 +815,33 @@ fn kill_group(handle: &TaskHandle) -> Result<(), DriverError> {
         })
 }
 
-/// What a host that exited before it was ready tells us, from its exit record.
-fn early_exit(status: std::process::ExitStatus, runtime_dir: &Path) -> DriverError {
-    let record = runtime::read_exit_record(runtime_dir);
-    let code = record.as_ref().map(|r| r.code).or(status.code());
-    let reason = record.map_or_else(|| format!("site host {status}"), |r| r.reason);
-    match code {
-        Some(2) => DriverError::HostConfig(reason),
-        Some(3) => DriverError::HostStart(reason),
-        _ => DriverError::HostStart(format!(
-            "site host exited before it was ready ({status}): {reason}"
-        )),
+/// Why StartTask failed when the host did not become ready; a host that exited tells its
+/// reason in its exit record.
+fn launch_error(error: control::launch::LaunchError, runtime_dir: &Path) -> DriverError {
+    use control::launch::LaunchError;
+    match error {
+        LaunchError::Spawn { program, source } => DriverError::Io {
+            what: "starting the site host",
+            path: program,
+            source,
+        },
+        LaunchError::Wait(source) => DriverError::Io {
+            what: "waiting for the site host",
+            path: runtime_dir.to_owned(),
+            source,
+        },
+        LaunchError::NotReady { .. } => DriverError::HostStart(error.to_string()),
+        LaunchError::Exited { status, record } => {
+            let code = record.as_ref().map(|r| r.code).or(status.code());
+            let reason = record.map_or_else(|| format!("site host {status}"), |r| r.reason);
+            match code {
+                Some(control::exit_code::CONFIG) => DriverError::HostConfig(reason),
+                Some(control::exit_code::BIND) => DriverError::HostStart(reason),
+                _ => DriverError::HostStart(format!(
+                    "site host exited before it was ready ({status}): {reason}"
+                )),
+            }
+        }
     }
 }
 
@@ -1409,13 +1396,12 @@ mod tests {
     async fn wait_reports_a_failed_pool_with_its_reason() {
         let dir = tempfile::tempdir().unwrap();
         let reason = "pool api: rapid-fail protection: 5 worker failures within 5m; last: worker 4242 of /api exited with code 3";
-        std::fs::write(
-            dir.path().join(control::EXIT_RECORD),
-            serde_json::to_vec(&control::ExitRecord {
+        control::files::write_exit_record(
+            dir.path(),
+            &control::ExitRecord {
                 code: control::exit_code::POOL_FAILED,
                 reason: reason.into(),
-            })
-            .unwrap(),
+            },
         )
         .unwrap();
         // The pid of a child that is already gone: the watcher finds the host exited.

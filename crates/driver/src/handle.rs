@@ -254,7 +254,7 @@ impl TaskHandle {
     }
 
     fn read_exit_record(&self) -> Option<control::ExitRecord> {
-        crate::runtime::read_exit_record(&self.state.runtime_dir)
+        control::files::read_exit_record(&self.state.runtime_dir)
     }
 
     /// Watches a host this plugin spawned: reaps it and records its real wait status.
@@ -309,7 +309,7 @@ impl TaskHandle {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::process::{HostCommand, spawn_host};
+    use crate::process::{HostCommand, host_command};
 
     struct KillOnDrop(u32);
     impl Drop for KillOnDrop {
@@ -339,7 +339,7 @@ mod tests {
         dir: &std::path::Path,
         events: EventBus,
     ) -> (Arc<TaskHandle>, ProcessIdentity, KillOnDrop) {
-        let child = spawn_host(&shell(script), dir).unwrap();
+        let child = host_command(&shell(script), dir).spawn().unwrap();
         let pid = child.id().unwrap();
         let guard = KillOnDrop(pid);
         let (handle, identity) = handle_of(pid, dir);
@@ -384,7 +384,7 @@ mod tests {
     async fn orphan(background: &str, dir: &std::path::Path) -> (u32, KillOnDrop) {
         let pid_file = dir.join("pid");
         let script = format!("{background} & echo $! > {}", pid_file.display());
-        let mut child = spawn_host(&shell(&script), dir).unwrap();
+        let mut child = host_command(&shell(&script), dir).spawn().unwrap();
         let guard = KillOnDrop(child.id().unwrap());
         child.wait().await.unwrap();
         let pid = std::fs::read_to_string(&pid_file)

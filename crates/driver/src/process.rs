@@ -14,10 +14,6 @@ use std::process::Stdio;
 use nix::sys::signal::{self, Signal};
 use nix::unistd::Pid;
 
-// Nomad's magic cookie variable. A host must not inherit it: a host that had it could be
-// mistaken for a plugin instance.
-use nomad_plugin::transport::MAGIC_COOKIE_KEY;
-
 /// How to start a site host: `program args… --runtime-dir DIR`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HostCommand {
@@ -145,15 +141,11 @@ fn read_stat(pid: u32) -> Option<procfs::process::Stat> {
 /// never reaches it), stdin/stdout/stderr on `/dev/null` (the plugin's stdout carries the
 /// go-plugin handshake), and with the plugin's environment minus Nomad's magic cookie.
 ///
-/// The returned child must be waited for (the plugin is its parent and reaps it).
-pub fn spawn_host(command: &HostCommand, runtime_dir: &Path) -> io::Result<tokio::process::Child> {
-    let mut cmd = tokio::process::Command::new(&command.program);
-    cmd.args(&command.args)
-        .arg("--runtime-dir")
-        .arg(runtime_dir)
-        .env_remove(MAGIC_COOKIE_KEY)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
+/// Built on [`control::launch::host_command`]; start it with [`control::launch::spawn_ready`].
+/// The child must be waited for (the plugin is its parent and reaps it).
+pub fn host_command(command: &HostCommand, runtime_dir: &Path) -> tokio::process::Command {
+    let mut cmd = control::launch::host_command(&command.program, &command.args, runtime_dir);
+    cmd.stdout(Stdio::null())
         .stderr(Stdio::null())
         .current_dir("/")
         // A host outlives the plugin; dropping the handle must never kill it.
@@ -167,7 +159,7 @@ pub fn spawn_host(command: &HostCommand, runtime_dir: &Path) -> io::Result<tokio
             Ok(())
         });
     }
-    cmd.spawn()
+    cmd
 }
 
 /// Parses a signal name as Nomad passes it (`SIGINT`, also `INT` or `sigint`).
@@ -204,7 +196,7 @@ mod tests {
             program: "/bin/sh".into(),
             args: vec!["-c".into(), "sleep 30".into(), "sh".into()],
         };
-        let child = spawn_host(&command, dir.path()).unwrap();
+        let child = host_command(&command, dir.path()).spawn().unwrap();
         let mut guard = Reap(Some(child));
         let pid = guard.0.as_ref().unwrap().id().unwrap();
         let stat = read_stat(pid).unwrap();
@@ -224,6 +216,14 @@ mod tests {
         assert!(!identity.is_alive());
         assert!(!identity.is_host_of(dir.path()));
         guard.0 = None;
+    }
+
+    #[test]
+    fn hosts_do_not_inherit_the_plugin_cookie() {
+        assert_eq!(
+            control::launch::PLUGIN_COOKIE_VAR,
+            nomad_plugin::transport::MAGIC_COOKIE_KEY
+        );
     }
 
     #[test]

@@ -104,11 +104,9 @@ impl TaskRegistry for DriverRegistry {
             if !dir.is_dir() || owned.contains(&dir) {
                 continue;
             }
-            let spec = std::fs::read(dir.join(control::SPEC_FILE))
-                .ok()
-                .and_then(|bytes| serde_json::from_slice::<control::HostSpec>(&bytes).ok());
+            let spec = control::files::read_spec(&dir).ok();
             let socket = dir.join(control::CONTROL_SOCKET).exists();
-            let exit = crate::runtime::read_exit_record(&dir);
+            let exit = control::files::read_exit_record(&dir);
             let what = match &spec {
                 Some(spec) => format!("alloc {} task {}", spec.alloc_id, spec.task_name),
                 None => "no readable spec".to_owned(),

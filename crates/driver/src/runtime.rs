@@ -132,30 +132,15 @@ pub fn remove(root: &Path, dir: &Path) -> io::Result<()> {
     }
 }
 
-/// The exit record a host left in `dir`, if it left a readable one.
-pub fn read_exit_record(dir: &Path) -> Option<control::ExitRecord> {
-    let bytes = fs::read(dir.join(control::EXIT_RECORD)).ok()?;
-    serde_json::from_slice(&bytes).ok()
-}
-
-/// Writes `spec` as the host's `spec.json` (mode 0600: it may name certificate passwords).
+/// Writes `spec` as the host's `spec.json` ([`control::files::write_spec`]).
 pub fn write_spec(dir: &Path, spec: &control::HostSpec) -> Result<(), RuntimeDirError> {
-    use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
-    let path = dir.join(control::SPEC_FILE);
-    let io = |source| RuntimeDirError::Io {
-        path: path.clone(),
-        source,
-    };
-    let json = serde_json::to_vec_pretty(spec).map_err(|e| io(io::Error::other(e)))?;
-    let mut file = fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(&path)
-        .map_err(io)?;
-    file.write_all(&json).map_err(io)?;
-    file.sync_all().map_err(io)
+    control::files::write_spec(dir, spec).map_err(|e| match e {
+        control::FileError::Io { path, source } => RuntimeDirError::Io { path, source },
+        control::FileError::Invalid { path, detail, .. } => RuntimeDirError::Io {
+            path,
+            source: io::Error::other(detail),
+        },
+    })
 }
 
 #[cfg(test)]

@@ -103,7 +103,7 @@ async fn answer(stream: UnixStream, state: &HostState) -> std::io::Result<()> {
         Ok(Ok(_)) => match serde_json::from_str::<Command>(line.trim()) {
             Ok(command) => state.apply(&command).await,
             Err(e) => Reply::Error {
-                message: format!("bad command: {e}"),
+                message: format!("{}: {e}", control::protocol::BAD_COMMAND),
             },
         },
     };

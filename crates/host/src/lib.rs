@@ -117,7 +117,7 @@ pub fn run_from_runtime_dir(dir: &Path) -> i32 {
             reason: format!("cannot start the async runtime: {e}"),
         },
     };
-    if let Err(e) = write_exit_record(dir, &record) {
+    if let Err(e) = control::files::write_exit_record(dir, &record) {
         tracing::error!(error = %e, "cannot write the exit record");
     }
     record.code
@@ -132,25 +132,17 @@ fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
         .unwrap_or_else(|| "unknown panic".to_owned())
 }
 
-/// Reads and decodes `DIR/spec.json`.
+/// Reads and decodes `DIR/spec.json` ([`control::files::read_spec`]); [`Host::start`] checks it.
 pub fn read_spec(dir: &Path) -> Result<HostSpec, StartupError> {
-    let path = dir.join(control::SPEC_FILE);
-    let bytes = std::fs::read(&path).map_err(|e| StartupError::SpecUnreadable {
-        reason: error::describe_io(&e),
-        path: path.clone(),
-    })?;
-    serde_json::from_slice(&bytes).map_err(|e| StartupError::SpecInvalid {
-        path,
-        detail: e.to_string(),
+    control::files::read_spec(dir).map_err(|e| match e {
+        control::FileError::Io { path, source } => StartupError::SpecUnreadable {
+            reason: error::describe_io(&source),
+            path,
+        },
+        control::FileError::Invalid { path, detail, .. } => {
+            StartupError::SpecInvalid { path, detail }
+        }
     })
-}
-
-/// Writes `DIR/exit.json` atomically (temporary file, then rename), so a reader never sees half.
-pub fn write_exit_record(dir: &Path, record: &ExitRecord) -> std::io::Result<()> {
-    let json = serde_json::to_vec(record).map_err(std::io::Error::other)?;
-    let partial = dir.join(format!("{}.partial", control::EXIT_RECORD));
-    std::fs::write(&partial, json)?;
-    std::fs::rename(&partial, dir.join(control::EXIT_RECORD))
 }
 
 async fn run_process(dir: &Path) -> ExitRecord {

@@ -1,20 +1,8 @@
-//! Checks a [`HostSpec`] before anything is opened or bound, and groups its bindings into
-//! listeners.
-//!
-//! Rules (each violation is a start-up error with exit code 2 naming the fields):
-//! - bindings sharing an `ip:port` share one listener; port 0 asks the kernel for a free port,
-//!   once per ip, so all port-0 bindings on one ip share that listener too;
-//! - one listener is either http or https: mixing both on one `ip:port` is an error naming both
-//!   bindings;
-//! - a wildcard address (`0.0.0.0`, `::`) and a specific address of the same family cannot both
-//!   listen on one port (the kernel refuses the second bind), so that is an error too;
-//! - two bindings of one listener may not answer the same host name;
-//! - an https binding needs a certificate;
-//! - pool names are unique; every application names an existing pool; aliases are unique
-//!   (ASCII case-insensitively, as the router compares them).
+//! Groups a [`HostSpec`]'s bindings into listeners, after [`HostSpec::check`] (the rules live in
+//! `control`, shared with `config::resolve`; a violation is a start-up error with exit code 2
+//! naming the field).
 
-use std::collections::HashSet;
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 
 use control::{BindingKind, HostSpec};
 
@@ -42,165 +30,38 @@ impl ListenerPlan {
     }
 }
 
-/// A binding's host name, normalised: lowercase, no trailing dot, `None` when empty.
+/// A binding's host name as the router and SNI match it ([`control::normalize_hostname`]).
 pub(crate) fn normalised_hostname(hostname: Option<&str>) -> Option<String> {
-    let name = hostname?.trim().trim_end_matches('.');
-    if name.is_empty() {
-        None
-    } else {
-        Some(name.to_ascii_lowercase())
-    }
+    control::normalize_hostname(hostname)
 }
 
-/// Validates the spec and returns its listeners in order of first appearance.
+/// Checks the spec ([`HostSpec::check`]) and returns its listeners in order of first appearance.
 pub(crate) fn plan(spec: &HostSpec) -> Result<Vec<ListenerPlan>, StartupError> {
-    check_pools_and_applications(spec)?;
-    let mut plans: Vec<ListenerPlan> = Vec::new();
-    for (index, binding) in spec.bindings.iter().enumerate() {
-        if binding.kind == BindingKind::Https && binding.certificate.is_none() {
-            return Err(StartupError::invalid(
-                format!("binding[{index}].certificate"),
-                "an https binding needs a certificate",
-            ));
-        }
-        let address = SocketAddr::new(binding.ip_address, binding.port);
-        match plans.iter_mut().find(|p| p.address == address) {
-            Some(plan) => {
-                if plan.kind != binding.kind {
-                    let other = plan.bindings[0];
-                    return Err(StartupError::invalid(
-                        format!("binding[{index}]"),
-                        format!(
-                            "{} on {address} clashes with binding[{other}] ({}): one address \
-                             cannot serve both http and https",
-                            kind_name(binding.kind),
-                            kind_name(plan.kind)
-                        ),
-                    ));
-                }
-                plan.bindings.push(index);
-            }
-            None => {
-                if let Some(clash) = plans
-                    .iter()
-                    .find(|p| address.port() != 0 && overlaps(p.address, address))
-                {
-                    return Err(StartupError::invalid(
-                        format!("binding[{index}]"),
-                        format!(
-                            "{address} overlaps {} of binding[{}]: a wildcard and a specific \
-                             address cannot listen on the same port",
-                            clash.address, clash.bindings[0]
-                        ),
-                    ));
-                }
-                plans.push(ListenerPlan {
-                    address,
-                    kind: binding.kind,
-                    bindings: vec![index],
-                });
-            }
-        }
-    }
-    for plan in &plans {
-        check_unique_hostnames(spec, plan)?;
-    }
-    Ok(plans)
+    let invalid = |e: control::SpecError| StartupError::invalid(e.field, e.message);
+    spec.check().map_err(invalid)?;
+    Ok(spec
+        .listeners()
+        .map_err(invalid)?
+        .into_iter()
+        .map(|l| ListenerPlan {
+            address: l.address,
+            kind: l.kind,
+            bindings: l.bindings,
+        })
+        .collect())
 }
 
-fn kind_name(kind: BindingKind) -> &'static str {
-    match kind {
-        BindingKind::Http => "http",
-        BindingKind::Https => "https",
-    }
-}
-
-/// Two different addresses on one port that the kernel would not let both listen.
-fn overlaps(a: SocketAddr, b: SocketAddr) -> bool {
-    if a.port() != b.port() || a.ip() == b.ip() {
-        return false;
-    }
-    let same_family = matches!(
-        (a.ip(), b.ip()),
-        (IpAddr::V4(_), IpAddr::V4(_)) | (IpAddr::V6(_), IpAddr::V6(_))
-    );
-    same_family && (a.ip().is_unspecified() || b.ip().is_unspecified())
-}
-
-fn check_unique_hostnames(spec: &HostSpec, plan: &ListenerPlan) -> Result<(), StartupError> {
-    let mut seen: Vec<(Option<String>, usize)> = Vec::new();
-    for &index in &plan.bindings {
-        let name = normalised_hostname(spec.bindings[index].hostname.as_deref());
-        if let Some((_, first)) = seen.iter().find(|(n, _)| *n == name) {
-            let shown = name.as_deref().unwrap_or("any host");
-            return Err(StartupError::invalid(
-                format!("binding[{index}].hostname"),
-                format!(
-                    "binding[{first}] already answers for {shown} on {}",
-                    plan.address
-                ),
-            ));
-        }
-        seen.push((name, index));
-    }
-    Ok(())
-}
-
-fn check_pools_and_applications(spec: &HostSpec) -> Result<(), StartupError> {
-    let mut pool_names = HashSet::new();
-    for (index, pool) in spec.pools.iter().enumerate() {
-        if !pool_names.insert(pool.name.as_str()) {
-            return Err(StartupError::invalid(
-                format!("pool[{index}].name"),
-                format!("duplicate pool name \"{}\"", pool.name),
-            ));
-        }
-    }
-    let mut aliases = HashSet::new();
-    for (index, app) in spec.applications.iter().enumerate() {
-        if !pool_names.contains(app.pool.as_str()) {
-            return Err(StartupError::invalid(
-                format!("application[{index}].pool"),
-                format!("unknown pool \"{}\"", app.pool),
-            ));
-        }
-        if !aliases.insert(normalised_alias(&app.alias).to_ascii_lowercase()) {
-            return Err(StartupError::invalid(
-                format!("application[{index}].alias"),
-                format!("duplicate alias \"{}\"", app.alias),
-            ));
-        }
-        let mut directory_aliases = HashSet::new();
-        for (vdir_index, vdir) in app.virtual_directories.iter().enumerate() {
-            let alias = normalised_alias(&vdir.alias);
-            if alias == "/" {
-                return Err(StartupError::invalid(
-                    format!("application[{index}].virtual_directory[{vdir_index}].alias"),
-                    "a virtual directory needs an alias below its application",
-                ));
-            }
-            if !directory_aliases.insert(alias.to_ascii_lowercase()) {
-                return Err(StartupError::invalid(
-                    format!("application[{index}].virtual_directory[{vdir_index}].alias"),
-                    format!("duplicate alias \"{}\"", vdir.alias),
-                ));
-            }
-        }
-    }
-    Ok(())
-}
-
-/// An alias as `/` or `/a/b`: one leading slash, no trailing or repeated slashes. The spec is
-/// meant to hold normalised aliases already; normalising again keeps the router honest if not.
+/// An alias as `/` or `/a/b` ([`control::normalize_alias`]); the spec was checked, so every
+/// alias is valid.
 pub(crate) fn normalised_alias(alias: &str) -> String {
-    let segments: Vec<&str> = alias.split('/').filter(|s| !s.is_empty()).collect();
-    format!("/{}", segments.join("/"))
+    control::normalize_alias(alias).unwrap_or_else(|_| alias.to_owned())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use control::{ApplicationSpec, BindingSpec, CertificateSource, PoolSpec};
+    use std::net::IpAddr;
     use std::path::PathBuf;
     use std::time::Duration;
 

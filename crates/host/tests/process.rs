@@ -104,8 +104,7 @@ impl HostProcess {
     }
 
     fn exit_record(&self) -> ExitRecord {
-        let text = std::fs::read_to_string(self.runtime_dir.join(control::EXIT_RECORD)).unwrap();
-        serde_json::from_str(&text).unwrap()
+        control::files::read_exit_record(&self.runtime_dir).expect("the host left no exit record")
     }
 
     fn client(&self) -> control::Client {
@@ -114,17 +113,12 @@ impl HostProcess {
 
     /// Waits until the control socket answers: the host is ready.
     async fn ready(&mut self) -> HostStatus {
-        let client = self.client();
-        for _ in 0..3000 {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                panic!("host exited during start-up: {status}");
-            }
-            if let Ok(status) = client.status().await {
-                return status;
-            }
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-        panic!("host never answered on its control socket");
+        let child = &mut self.child;
+        control::launch::wait_ready(&self.runtime_dir, Duration::from_secs(30), || {
+            child.try_wait()
+        })
+        .await
+        .unwrap_or_else(|e| panic!("the host did not become ready: {e}"))
     }
 }
 
@@ -145,8 +139,7 @@ fn runtime() -> tokio::runtime::Runtime {
 }
 
 fn write_spec(site: &Site) {
-    let json = serde_json::to_vec_pretty(&site.spec).unwrap();
-    std::fs::write(site.spec.runtime_dir.join(control::SPEC_FILE), json).unwrap();
+    control::files::write_spec(&site.spec.runtime_dir, &site.spec).unwrap();
 }
 
 fn sigterm_drains_and_records_exit_0() {

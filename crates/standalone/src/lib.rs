@@ -189,7 +189,7 @@ async fn wait_for_end(hosts: &mut [HostChild], mut signals: Signals) -> anyhow::
         loop {
             for host in hosts.iter_mut() {
                 if let Ok(Some(status)) = host.child.try_wait() {
-                    let reason = supervise::read_exit_record(&host.runtime_dir)
+                    let reason = control::files::read_exit_record(&host.runtime_dir)
                         .map(|r| r.reason)
                         .unwrap_or_else(|| status.to_string());
                     return (host.name.clone(), status.code().unwrap_or(1), reason);
@@ -368,9 +368,7 @@ fn binding_port_labels(config: &hcl::Body) -> Vec<String> {
 }
 
 fn write_spec(spec: &HostSpec) -> anyhow::Result<()> {
-    let path = spec.runtime_dir.join(control::SPEC_FILE);
-    let json = serde_json::to_vec_pretty(spec)?;
-    std::fs::write(&path, json).with_context(|| format!("cannot write {}", path.display()))
+    control::files::write_spec(&spec.runtime_dir, spec).context("cannot write the host spec")
 }
 
 fn free_port() -> std::io::Result<u16> {

@@ -9,9 +9,9 @@ use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::Duration;
 
-use anyhow::{Context as _, anyhow, bail};
-use control::{Client, Command, ExitRecord, HostStatus};
-use tokio::process::{Child, Command as ProcessCommand};
+use anyhow::anyhow;
+use control::{Client, Command, HostStatus};
+use tokio::process::Child;
 
 /// A running host child.
 pub struct HostChild {
@@ -25,23 +25,16 @@ pub struct HostChild {
     pub client: Client,
 }
 
-/// Starts `exe host --runtime-dir DIR` and waits until its control socket answers.
+/// Starts `exe host --runtime-dir DIR` and waits until its control socket answers
+/// ([`control::launch::spawn_ready`]).
 pub async fn start(
     exe: &Path,
     name: String,
     runtime_dir: PathBuf,
     ready_within: Duration,
 ) -> anyhow::Result<(HostChild, HostStatus)> {
-    let mut command = ProcessCommand::new(exe);
-    command
-        .arg("host")
-        .arg("--runtime-dir")
-        .arg(&runtime_dir)
-        .env_remove(nomad_plugin_cookie())
-        .stdin(Stdio::null())
-        .stdout(Stdio::inherit())
-        .stderr(Stdio::inherit())
-        .kill_on_drop(true);
+    let mut command = control::launch::host_command(exe, &["host".into()], &runtime_dir);
+    command.stdout(Stdio::inherit()).stderr(Stdio::inherit());
     // SAFETY: the closure only calls prctl(2), which is async-signal-safe, between fork and exec.
     unsafe {
         command.pre_exec(|| {
@@ -49,38 +42,20 @@ pub async fn start(
                 .map_err(std::io::Error::from)
         });
     }
-    let child = command
-        .spawn()
-        .with_context(|| format!("cannot start the site host {}", exe.display()))?;
+    let (child, status) =
+        control::launch::spawn_ready(&mut command, &runtime_dir, ready_within, |_| {})
+            .await
+            .map_err(|e| anyhow!("{name}: {e}"))?;
     let client = Client::new(runtime_dir.join(control::CONTROL_SOCKET));
-    let mut host = HostChild {
-        name,
-        runtime_dir,
-        child,
-        client,
-    };
-    let deadline = tokio::time::Instant::now() + ready_within;
-    loop {
-        if let Some(status) = host.child.try_wait()? {
-            let reason = read_exit_record(&host.runtime_dir)
-                .map(|r| r.reason)
-                .unwrap_or_else(|| format!("exited with {status} before it was ready"));
-            bail!("{}: {reason}", host.name);
-        }
-        if host.client.socket().exists()
-            && let Ok(status) = host.client.status().await
-        {
-            return Ok((host, status));
-        }
-        if tokio::time::Instant::now() >= deadline {
-            let _ = host.child.start_kill();
-            bail!(
-                "{}: the site host did not become ready within {ready_within:?}",
-                host.name
-            );
-        }
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
+    Ok((
+        HostChild {
+            name,
+            runtime_dir,
+            child,
+            client,
+        },
+        status,
+    ))
 }
 
 /// Asks a host to shut down, waits for it up to `grace` plus a margin, then kills it.
@@ -104,14 +79,4 @@ pub async fn stop(host: &mut HostChild, grace: Duration) -> anyhow::Result<()> {
         }
     }
     Ok(())
-}
-
-/// Reads the exit record a host left, if any.
-pub fn read_exit_record(runtime_dir: &Path) -> Option<ExitRecord> {
-    let text = std::fs::read(runtime_dir.join(control::EXIT_RECORD)).ok()?;
-    serde_json::from_slice(&text).ok()
-}
-
-fn nomad_plugin_cookie() -> &'static str {
-    "NOMAD_PLUGIN_MAGIC_COOKIE"
 }
