@@ -4,6 +4,9 @@
 //! talks HTTP to them, stops it with SIGINT (Ctrl-C) and checks that nothing is left behind.
 //! A guard kills the process group and removes the folders even when an assertion fails.
 
+#[path = "harness/ports.rs"]
+mod ports;
+
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
@@ -303,11 +306,7 @@ fn output_redirected_to_a_file_has_only_whole_lines() {
 fn a_bare_config_file_gets_ports_for_its_labels_and_a_fixed_port_on_request() {
     let dir = tempfile::tempdir().unwrap();
     site(dir.path());
-    let fixed = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let fixed = ports::free_port();
     let config = dir.path().join("site.hcl");
     std::fs::write(
         &config,

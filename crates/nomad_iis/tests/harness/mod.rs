@@ -12,6 +12,8 @@
 
 pub mod http;
 
+mod ports;
+
 use std::collections::{BTreeMap, HashMap};
 use std::io::{BufRead, BufReader, Read};
 use std::os::unix::process::CommandExt;
@@ -983,13 +985,7 @@ pub fn alloc_id() -> String {
     )
 }
 
-/// A free TCP port on 127.0.0.1 (bound and released; good enough for tests).
-pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("free port")
-}
+pub use ports::free_port;
 
 /// An allocation folder as Nomad lays it out, with the task's log FIFOs read by the harness.
 pub struct Allocation {
