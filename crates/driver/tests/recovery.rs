@@ -118,3 +118,95 @@ async fn a_live_process_that_is_not_the_host_is_not_killed() {
         "recovery killed a process that is not the host"
     );
 }
+
+/// A host started by an older plugin: its command line names the runtime folder, and its control
+/// socket answers a version 1 status (no `protocol`, no worker or application status).
+struct OldHost {
+    process: Stranger,
+    socket: tokio::task::JoinHandle<()>,
+}
+
+impl OldHost {
+    fn spawn(runtime_dir: &Path) -> Self {
+        let child = Command::new("/bin/sh")
+            .args(["-c", "sleep 30; true", "sh", "--runtime-dir"])
+            .arg(runtime_dir)
+            .stdin(Stdio::null())
+            .process_group(0)
+            .spawn()
+            .unwrap();
+        let pid = child.id();
+        let listener =
+            tokio::net::UnixListener::bind(runtime_dir.join(control::CONTROL_SOCKET)).unwrap();
+        let socket = tokio::spawn(async move {
+            use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+            while let Ok((stream, _)) = listener.accept().await {
+                let (read, mut write) = stream.into_split();
+                let mut line = String::new();
+                let _ = BufReader::new(read).read_line(&mut line).await;
+                let reply = format!(
+                    r#"{{"reply":"ok","status":{{"pid":{pid},"site_name":"s","listening":[],"pools":[]}}}}"#
+                );
+                let _ = write.write_all(reply.as_bytes()).await;
+                let _ = write.write_all(b"\n").await;
+            }
+        });
+        Self {
+            process: Stranger(child),
+            socket,
+        }
+    }
+}
+
+impl Drop for OldHost {
+    fn drop(&mut self) {
+        self.socket.abort();
+    }
+}
+
+// Hosts outlive plugin upgrades: a newer plugin re-attaches to a version 1 host and says, as a
+// task event, what that host cannot report.
+#[tokio::test]
+async fn an_older_host_is_recovered_and_its_missing_features_are_told() {
+    let temp = tempfile::Builder::new()
+        .prefix("drv")
+        .tempdir_in("/tmp")
+        .unwrap();
+    let root = temp.path().join("rt");
+    let runtime_dir = root.join("0b5c3e1e-web");
+    std::fs::create_dir_all(&runtime_dir).unwrap();
+    let mut host = OldHost::spawn(&runtime_dir);
+    let driver = IisDriver::new(DriverOptions::new(
+        &root,
+        HostCommand {
+            program: "/bin/false".into(),
+            args: vec![],
+        },
+    ));
+    let mut events = driver.events().subscribe();
+    driver
+        .recover_task(Request::new(pb::RecoverTaskRequest {
+            task_id: String::new(),
+            handle: Some(handle_naming(host.process.pid(), &runtime_dir)),
+        }))
+        .await
+        .unwrap();
+    let mut messages = Vec::new();
+    while messages.len() < 2 {
+        let event = tokio::time::timeout(std::time::Duration::from_secs(10), events.recv())
+            .await
+            .expect("an event within 10 s")
+            .unwrap();
+        messages.push(event.message);
+    }
+    assert!(
+        messages[0].starts_with("re-attached to the site host"),
+        "{messages:?}"
+    );
+    assert_eq!(
+        messages[1],
+        "site host speaks control protocol 1; worker, application and warning status needs 2 \
+         (restart the task to get a host of this version)"
+    );
+    assert!(host.process.alive());
+}
