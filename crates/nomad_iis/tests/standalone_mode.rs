@@ -69,8 +69,21 @@ impl Run {
         );
     }
 
-    fn stderr_lines(&self) -> Vec<String> {
-        self.stderr.try_iter().collect()
+    /// Stderr so far; once the run has exited, all of it: the reader thread's last lines are
+    /// awaited (the channel closes at end of file), not raced.
+    fn stderr_lines(&mut self) -> Vec<String> {
+        if !matches!(self.child.try_wait(), Ok(Some(_))) {
+            return self.stderr.try_iter().collect();
+        }
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let mut lines = Vec::new();
+        while let Some(left) = deadline.checked_duration_since(Instant::now()) {
+            match self.stderr.recv_timeout(left) {
+                Ok(line) => lines.push(line),
+                Err(_) => break,
+            }
+        }
+        lines
     }
 
     fn runtime(&self) -> PathBuf {
