@@ -45,6 +45,16 @@ impl FileError {
     }
 }
 
+/// Every file a host's runtime folder may hold: the control socket, the spec, the exit record,
+/// and the temporary files they are written through.
+pub const RUNTIME_FILES: [&str; 5] = [
+    crate::CONTROL_SOCKET,
+    SPEC_FILE,
+    EXIT_RECORD,
+    "spec.json.partial",
+    "exit.json.partial",
+];
+
 /// `DIR/spec.json`.
 pub fn spec_path(dir: &Path) -> PathBuf {
     dir.join(SPEC_FILE)
@@ -121,6 +131,14 @@ fn write_atomically(path: &Path, bytes: &[u8]) -> Result<(), FileError> {
 mod tests {
     use super::*;
     use std::os::unix::fs::PermissionsExt;
+
+    #[test]
+    fn temporary_files_are_listed_as_runtime_files() {
+        for name in [SPEC_FILE, EXIT_RECORD] {
+            let partial = format!("{name}.partial");
+            assert!(RUNTIME_FILES.contains(&partial.as_str()), "{partial}");
+        }
+    }
 
     #[test]
     fn exit_records_round_trip_and_a_missing_one_reads_as_none() {

@@ -116,11 +116,7 @@ pub fn remove(root: &Path, dir: &Path) -> io::Result<()> {
             _ => Ok(()),
         };
     }
-    for name in [
-        control::CONTROL_SOCKET,
-        control::SPEC_FILE,
-        control::EXIT_RECORD,
-    ] {
+    for name in control::files::RUNTIME_FILES {
         match fs::remove_file(dir.join(name)) {
             Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e),
             _ => {}
