@@ -138,8 +138,8 @@ fn read_stat(pid: u32) -> Option<procfs::process::Stat> {
 
 /// The command that starts `command … --runtime-dir runtime_dir` detached from the plugin: in
 /// its own session and process group (so a signal to the plugin's group, or the agent's terminal
-/// going away, never reaches it), stdin/stdout/stderr on `/dev/null` (the plugin's stdout carries the
-/// go-plugin handshake), and with the plugin's environment minus Nomad's magic cookie.
+/// going away, never reaches it), stdin/stdout/stderr on `/dev/null` (the plugin's stdout carries
+/// the go-plugin handshake), and with the plugin's environment minus Nomad's magic cookie.
 ///
 /// Built on [`control::launch::host_command`]; start it with [`control::launch::spawn_ready`].
 /// The child must be waited for (the plugin is its parent and reaps it).
