@@ -169,7 +169,10 @@ mod tests {
     #[tokio::test]
     async fn a_host_that_exits_first_is_reported_with_its_record() {
         let dir = tempfile::tempdir().unwrap();
-        let script = r#"printf '{"code":2,"reason":"binding[0].certificate: bad"}' > "$2/exit.json"; exit 2"#;
+        let script = concat!(
+            r#"printf '{"code":2,"reason":"binding[0].certificate: bad"}'"#,
+            r#" > "$2/exit.json"; exit 2"#
+        );
         let mut swept = None;
         let err = spawn_ready(
             &mut sh(script, dir.path()),
