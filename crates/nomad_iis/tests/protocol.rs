@@ -378,7 +378,7 @@ fn mp_str(text: &str) -> Vec<u8> {
 /// absent attributes, defaults applied, an empty array for an absent block list.
 fn golden_driver_config(websites: &[u8], procdumps: &[u8]) -> Vec<u8> {
     [
-        vec![0x88],
+        vec![0x89],
         mp_str("allowed_apppool_identities"),
         vec![0xc0],
         mp_str("allowed_apppool_users"),
@@ -391,6 +391,8 @@ fn golden_driver_config(websites: &[u8], procdumps: &[u8]) -> Vec<u8> {
         vec![0xc3],
         mp_str("fingerprint_interval"),
         mp_str("30s"),
+        mp_str("limits"),
+        vec![0x90],
         mp_str("placeholder_app_path"),
         vec![0xc0],
         mp_str("procdumps"),
