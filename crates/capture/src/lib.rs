@@ -19,6 +19,8 @@
 //!
 //! Nothing is downloaded, at build time or at run time: the browser is the system's `chromium`.
 
+#![forbid(unsafe_code)]
+
 pub mod dump;
 mod locate;
 pub mod screenshot;

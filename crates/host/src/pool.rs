@@ -321,7 +321,16 @@ pub(crate) fn load_worker_configs(
                 configs.push(Some(Arc::new(config)));
                 warnings.append(&mut more);
             }
-            None => configs.push(None),
+            None => {
+                // Served as static files: say so when the folder is an app IIS would have run
+                // with the .NET Framework, which does not exist here.
+                let field = format!("application[{index}].path");
+                warnings.extend(static_site::filter::classic_aspnet_warning(
+                    &field,
+                    &spec.applications[index].path,
+                ));
+                configs.push(None);
+            }
         }
     }
     Ok((configs, warnings))

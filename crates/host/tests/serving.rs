@@ -575,3 +575,58 @@ async fn notices_go_to_the_stderr_file() {
         "{text}"
     );
 }
+
+#[tokio::test]
+async fn a_classic_aspnet_folder_is_served_filtered_with_a_warning() {
+    // The original's sample app as Visual Studio publishes a .NET Framework MVC site.
+    let site = Site::new();
+    site.write(
+        "app/web.config",
+        r#"<?xml version="1.0" encoding="utf-8"?>
+<configuration>
+  <system.web>
+    <compilation debug="true" targetFramework="4.8" />
+    <httpRuntime targetFramework="4.8" />
+  </system.web>
+</configuration>
+"#,
+    );
+    site.write("app/Global.asax", r#"<%@ Application Codebehind="Global.asax.cs" Inherits="AspNetSampleApp.MvcApplication" Language="C#" %>"#);
+    site.write("app/bin/AspNetSampleApp.dll", b"MZ\x90\x00");
+    site.write("app/App_Data/db.mdf", b"data");
+    site.write(
+        "app/Views/Home/Index.cshtml",
+        "@{ ViewBag.Title = \"Home\"; }",
+    );
+    site.write("app/Content/site.css", "body { color: black }");
+    let host = start(site.spec.clone()).await;
+    assert!(
+        host.status
+            .warnings
+            .iter()
+            .any(|w| w.starts_with("application[0].path: ")
+                && w.contains("classic ASP.NET")
+                && w.contains("Global.asax")
+                && w.contains("bin/*.dll")),
+        "{:?}",
+        host.status.warnings
+    );
+    let addr = host.addr(0);
+    for hidden in [
+        "/web.config",
+        "/Global.asax",
+        "/bin/AspNetSampleApp.dll",
+        "/BIN/AspNetSampleApp.dll",
+        "/App_Data/db.mdf",
+        "/views/home/index.CSHTML",
+    ] {
+        let (status, _) = get(addr, "localhost", hidden).await.unwrap();
+        assert_eq!(status, StatusCode::NOT_FOUND, "{hidden}");
+    }
+    let (status, body) = get(addr, "localhost", "/Content/site.css").await.unwrap();
+    assert_eq!(
+        (status, body.as_str()),
+        (StatusCode::OK, "body { color: black }")
+    );
+    assert_eq!(host.stop().await.code, 0);
+}
