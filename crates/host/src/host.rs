@@ -39,7 +39,7 @@ use crate::pool::{Pool, PoolContext, PoolEvent, SiteKey, StaticBackend, load_wor
 use crate::proxy::Proxy;
 use crate::router::Router;
 use crate::server::{self, Connections};
-use crate::worker::OutputSinks;
+use crate::worker::{OutputSinks, Spawner};
 use crate::{control_server, plan, tls};
 
 /// The longest drain a signal or the caller's shutdown future gets (a control `Shutdown`
@@ -355,6 +355,7 @@ impl Host {
                 stdout: access_log.clone(),
                 stderr: notices.clone(),
             },
+            spawner: Spawner::new(tokio::runtime::Handle::current()),
             events: event_sender,
         };
         let prepared = prepare(&spec, &listener_plans, context);

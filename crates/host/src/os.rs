@@ -13,8 +13,8 @@ use nix::sys::signal::Signal;
 /// (kill -9 included), so no worker outlives its host.
 ///
 /// Linux delivers the signal when the *thread* that forked the child exits. Workers are spawned
-/// from the host's runtime threads, which live as long as the host; the explicit stop at exit
-/// and `kill_on_drop` cover the orderly paths. If the host died between `fork` and the `prctl`
+/// from the host's spawner thread (`worker::Spawner`), which lives as long as any pool; the
+/// explicit stop at exit and `kill_on_drop` cover the orderly paths. If the host died between `fork` and the `prctl`
 /// call, the child sees a different parent and exits at once.
 pub(crate) fn die_with_host(command: &mut tokio::process::Command) {
     let host = nix::unistd::getpid();

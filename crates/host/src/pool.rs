@@ -50,7 +50,7 @@ use tokio_util::sync::CancellationToken;
 
 pub(crate) use static_site::Body;
 
-use crate::worker::{ConfigError, OutputSinks, Worker, WorkerConfig, WorkerLease};
+use crate::worker::{ConfigError, OutputSinks, Spawner, Worker, WorkerConfig, WorkerLease};
 
 /// Where one served folder sits in the spec: application index, virtual directory index.
 pub(crate) type SiteKey = (usize, Option<usize>);
@@ -89,6 +89,8 @@ pub(crate) enum PoolEvent {
 pub(crate) struct PoolContext {
     /// Where worker output goes.
     pub sinks: OutputSinks,
+    /// What starts worker processes.
+    pub spawner: Spawner,
     /// Where events go.
     pub events: mpsc::UnboundedSender<PoolEvent>,
 }
@@ -573,7 +575,7 @@ impl Pool {
                 break;
             }
             self.lock().worker_starts += 1;
-            match Worker::start(config, &self.context.sinks).await {
+            match Worker::start(config, &self.context.sinks, &self.context.spawner).await {
                 Ok(worker) => {
                     self.send(PoolEvent::Notice(format!(
                         "pool {}: worker {} of {} started on port {}",
@@ -1091,6 +1093,7 @@ mod tests {
                 stdout: sink.clone(),
                 stderr: sink,
             },
+            spawner: Spawner::new(tokio::runtime::Handle::current()),
             events,
         };
         Pool::new(spec, backend, vec![(0, None)], context)

@@ -321,6 +321,81 @@ impl WorkerConfig {
     }
 }
 
+/// Starts worker processes from one thread of its own, started on first use and kept while
+/// any pool of the host lives.
+///
+/// Why not the runtime thread: `std`'s spawn blocks the calling thread from `fork` until the
+/// child has called `exec` (it waits for the close-on-exec error channel), and on a busy CPU
+/// that is milliseconds in which a current-thread runtime serves no request — each recycle and
+/// each OnDemand start stalled every connection of the host. Why not tokio's blocking pool:
+/// `PR_SET_PDEATHSIG` (see `os::die_with_host`) fires when the *thread* that forked the child
+/// exits, and blocking-pool threads exit when idle, which would kill running workers. This
+/// thread exits only when the last pool (and so every worker it manages) is gone.
+#[derive(Debug, Clone)]
+pub(crate) struct Spawner {
+    inner: Arc<SpawnerInner>,
+}
+
+#[derive(Debug)]
+struct SpawnerInner {
+    /// The runtime the children's pipes and exit notifications are registered with.
+    runtime: tokio::runtime::Handle,
+    /// The spawning thread's queue, once it has been started.
+    queue: std::sync::OnceLock<std::sync::mpsc::Sender<SpawnJob>>,
+}
+
+/// A command to start and where its child (or the error) goes.
+type SpawnJob = (
+    tokio::process::Command,
+    tokio::sync::oneshot::Sender<std::io::Result<tokio::process::Child>>,
+);
+
+impl Spawner {
+    /// A spawner registering children with `runtime`; its thread starts with the first worker.
+    pub fn new(runtime: tokio::runtime::Handle) -> Self {
+        Self {
+            inner: Arc::new(SpawnerInner {
+                runtime,
+                queue: std::sync::OnceLock::new(),
+            }),
+        }
+    }
+
+    fn queue(&self) -> std::io::Result<&std::sync::mpsc::Sender<SpawnJob>> {
+        if let Some(queue) = self.inner.queue.get() {
+            return Ok(queue);
+        }
+        let (sender, receiver) = std::sync::mpsc::channel::<SpawnJob>();
+        let runtime = self.inner.runtime.clone();
+        std::thread::Builder::new()
+            .name("worker-spawner".into())
+            .spawn(move || {
+                let _runtime = runtime.enter();
+                // Ends when every sender (every clone of the spawner) is gone.
+                for (mut command, reply) in receiver {
+                    let _ = reply.send(command.spawn());
+                }
+            })?;
+        // Two first workers at once: the loser's thread ends at once (its sender is dropped).
+        let _ = self.inner.queue.set(sender);
+        self.inner
+            .queue
+            .get()
+            .ok_or_else(|| std::io::Error::other("the worker spawner did not start"))
+    }
+
+    /// Starts `command` on the spawner thread.
+    pub async fn spawn(
+        &self,
+        command: tokio::process::Command,
+    ) -> std::io::Result<tokio::process::Child> {
+        let gone = || std::io::Error::other("the worker spawner thread has stopped");
+        let (reply, answer) = tokio::sync::oneshot::channel();
+        self.queue()?.send((command, reply)).map_err(|_| gone())?;
+        answer.await.map_err(|_| gone())?
+    }
+}
+
 /// Where a worker's output goes.
 #[derive(Debug, Clone)]
 pub(crate) struct OutputSinks {
@@ -361,6 +436,7 @@ impl Worker {
     pub async fn start(
         config: &WorkerConfig,
         sinks: &OutputSinks,
+        spawner: &Spawner,
     ) -> Result<Arc<Worker>, StartFailure> {
         let port = pick_port()
             .map_err(|e| StartFailure(format!("cannot pick a port for {}: {e}", config.alias)))?;
@@ -384,7 +460,7 @@ impl Worker {
             command.uid(uid).gid(gid);
         }
         crate::os::die_with_host(&mut command);
-        let mut child = command.spawn().map_err(|e| {
+        let mut child = spawner.spawn(command).await.map_err(|e| {
             StartFailure(format!(
                 "worker of {} cannot start {}: {}",
                 config.alias,
