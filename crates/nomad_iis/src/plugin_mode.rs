@@ -280,7 +280,7 @@ async fn run_driver(args: PluginArgs) -> ExitCode {
 
 /// How long the plugin waits for the screenshot browser to close when it stops (Nomad kills the
 /// plugin 2 s after asking it to stop).
-const BROWSER_CLOSE_LIMIT: Duration = Duration::from_millis(1500);
+const BROWSER_CLOSE_LIMIT: Duration = Duration::from_millis(1000);
 
 /// How long a restarted plugin waits for the previous one to release the API's port.
 const MANAGEMENT_BIND_PATIENCE: Duration = Duration::from_secs(30);

@@ -1360,10 +1360,12 @@ binding {
         dump.text()
     );
 
-    // The plugin stops as Nomad stops it: no browser process or profile folder outlives it.
-    fixture
-        .plugin(index)
-        .signal(nix::sys::signal::Signal::SIGTERM);
+    // The plugin stops as Nomad stops it (GRPCController.Shutdown): no browser process or
+    // profile folder outlives it.
+    let _ = clients
+        .controller
+        .shutdown(nomad_plugin::proto::goplugin::Empty {})
+        .await;
     assert!(
         fixture
             .plugin(index)
