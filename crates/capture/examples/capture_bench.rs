@@ -120,7 +120,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     );
     for (kind, written, streamed, size) in rows {
         println!(
-            "| {kind:?} dump of a {} MB RSS python3: written / written + streamed, size | {} / {}, {:.1} MB |",
+            "| {kind:?} dump of a {} MB RSS python3: written / written + streamed, size | {} / {}, {:.1} MB ({size} bytes) |",
             rss_kib / 1024,
             ms(written),
             ms(streamed),

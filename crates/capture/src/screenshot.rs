@@ -420,12 +420,36 @@ async fn retire(running: Arc<Running>) {
     running.handler.abort();
     let profile = running.profile.lock().ok().and_then(|mut dir| dir.take());
     if let Some(dir) = profile {
-        let path = dir.path().to_path_buf();
-        if let Err(e) = dir.close() {
-            tracing::warn!(path = %path.display(), error = %e, "removing the browser profile folder");
-        }
+        remove_folder(dir).await;
     }
     tracing::info!(pid = ?running.pid, "screenshot browser closed");
+}
+
+/// Attempts at removing a browser's folder, the first retry after [`REMOVE_FIRST_RETRY`], each
+/// next one after twice as long.
+const REMOVE_ATTEMPTS: u32 = 6;
+const REMOVE_FIRST_RETRY: Duration = Duration::from_millis(50);
+
+/// Removes a browser's folder. After a browser was killed (rather than closed), its helper
+/// processes may still write into the folder for a moment after the browser itself is reaped, so
+/// that a removal can find a file created behind it; such a failure is retried a few times.
+async fn remove_folder(dir: TempDir) {
+    let path = dir.keep();
+    let mut delay = REMOVE_FIRST_RETRY;
+    for attempt in 1..=REMOVE_ATTEMPTS {
+        match tokio::fs::remove_dir_all(&path).await {
+            Ok(()) => return,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return,
+            Err(e) if attempt == REMOVE_ATTEMPTS => {
+                tracing::warn!(path = %path.display(), error = %e, "removing the browser profile folder");
+            }
+            Err(e) => {
+                tracing::debug!(path = %path.display(), error = %e, attempt, "removing the browser profile folder; retrying");
+                tokio::time::sleep(delay).await;
+                delay *= 2;
+            }
+        }
+    }
 }
 
 /// Opens a page in a fresh browser context, photographs the target, and disposes of both.

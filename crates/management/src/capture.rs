@@ -94,6 +94,11 @@ pub trait CaptureBackend: Send + Sync + 'static {
     ) -> BoxFuture<'_, Result<Vec<u8>, CaptureFailure>>;
     /// A dump of process `pid`; the process keeps running.
     fn dump(&self, pid: u32, kind: DumpKind) -> BoxFuture<'_, Result<DumpStream, CaptureFailure>>;
+    /// Releases what the engines hold (the screenshot browser); called once when the plugin or
+    /// `nomad_iis run` stops, so no browser process outlives it.
+    fn shutdown(&self) -> BoxFuture<'_, ()> {
+        Box::pin(async {})
+    }
 }
 
 /// No engines: both routes answer 501.

@@ -38,7 +38,9 @@ pub mod upload;
 
 pub use api::{Api, DumpOptIn, Limits};
 pub use auth::{Capability, Credentials};
-pub use capture::{CaptureBackend, CaptureFailure, NoCapture};
+pub use capture::{
+    CaptureBackend, CaptureFailure, DumpKind, DumpStream, NoCapture, ScreenshotRequest,
+};
 pub use error::ApiError;
 pub use secret::{Secret, SecretError, SecretSource};
 pub use server::{Bound, ServeError, Settings, TlsFiles};

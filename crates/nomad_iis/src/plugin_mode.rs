@@ -245,14 +245,25 @@ async fn run_driver(args: PluginArgs) -> ExitCode {
     });
     options.procdump_accept_eula = args.procdump_accept_eula;
     let driver = IisDriver::new(options);
+    let engines = crate::capture_engines::engines();
     if let Some(settings) = management {
-        tokio::spawn(serve_management(driver.clone(), settings));
+        tokio::spawn(serve_management(driver.clone(), settings, engines.clone()));
     }
     let listen = match args.port {
         Some(port) => Listen::Tcp { port },
         None => Listen::Unix { dir: None },
     };
-    match transport::serve(listen, driver.routes(), terminated()).await {
+    let served = transport::serve(listen, driver.routes(), terminated()).await;
+    // The screenshot browser, if one was started, goes with the plugin: closed politely within
+    // Nomad's grace period, else killed when the unfinished close is dropped.
+    let closing = management::CaptureBackend::shutdown(engines.as_ref());
+    if tokio::time::timeout(BROWSER_CLOSE_LIMIT, closing)
+        .await
+        .is_err()
+    {
+        tracing::warn!("the screenshot browser did not close in time; killed");
+    }
+    match served {
         Ok(()) => {
             tracing::info!(
                 tasks = driver.tasks().len(),
@@ -267,13 +278,21 @@ async fn run_driver(args: PluginArgs) -> ExitCode {
     }
 }
 
+/// How long the plugin waits for the screenshot browser to close when it stops (Nomad kills the
+/// plugin 2 s after asking it to stop).
+const BROWSER_CLOSE_LIMIT: Duration = Duration::from_millis(1000);
+
 /// How long a restarted plugin waits for the previous one to release the API's port.
 const MANAGEMENT_BIND_PATIENCE: Duration = Duration::from_secs(30);
 
 /// Serves the Management API once this process turns out to be the long-lived plugin instance
 /// (a SetConfig with `nomad_config`): the short-lived launches Nomad makes at agent start never
 /// bind, so none of them fails on a busy port. Tasks recovered later appear as they come.
-async fn serve_management(driver: IisDriver, settings: management::Settings) {
+async fn serve_management(
+    driver: IisDriver,
+    settings: management::Settings,
+    engines: std::sync::Arc<crate::capture_engines::Engines>,
+) {
     driver.nomad_configured().await;
     let bound = match settings.bind(MANAGEMENT_BIND_PATIENCE).await {
         Ok(bound) => bound,
@@ -287,7 +306,7 @@ async fn serve_management(driver: IisDriver, settings: management::Settings) {
     let dumps = driver.clone();
     let api = management::Api::new(
         registry,
-        crate::capture_engines::engines(),
+        engines,
         settings.credentials.clone(),
         settings.limits,
         std::sync::Arc::new(move || dumps.procdump_allowed()),

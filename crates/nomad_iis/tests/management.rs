@@ -249,6 +249,20 @@ async fn every_route_refuses_callers_without_valid_credentials() {
         ("basic auth", vec![("Authorization", "Basic YTpi".into())]),
     ];
     let routes = management::routes::all();
+    // The capture routes are in the sweep (they reach Chromium and gdb in this build).
+    for capture in [
+        "/api/v1/allocs/{allocId}/screenshot",
+        "/api/v1/allocs/{allocId}/procdump",
+        "/api/v1/allocs/{allocId}/{taskName}/screenshot",
+        "/api/v1/allocs/{allocId}/{taskName}/procdump",
+    ] {
+        assert!(
+            routes
+                .iter()
+                .any(|r| r.path == capture && r.method == "GET"),
+            "{capture} missing from the route table"
+        );
+    }
     for route in &routes {
         let path = route_path(route.path, &alloc, "web", "local/site/index.html");
         for (label, headers) in &bad_credentials {
@@ -790,10 +804,12 @@ async fn two_tasks_in_one_allocation_need_the_task_scoped_routes() {
     .await;
     assert_eq!(dump.status, 403);
     assert!(
-        dump.text().contains("--procdump-accept-eula=true"),
+        dump.text().contains("--procdump-accept-eula=true")
+            && dump.text().contains("procdump { accept_eula = true }"),
         "{}",
         dump.text()
     );
+
     fixture.assert_clean(index);
 }
 
@@ -1001,7 +1017,12 @@ struct StandaloneRun {
 
 impl Drop for StandaloneRun {
     fn drop(&mut self) {
-        // Hosts die with `run` (parent-death signal).
+        // Hosts die with `run` (parent-death signal); its screenshot browser is in its process
+        // group.
+        let _ = nix::sys::signal::killpg(
+            nix::unistd::Pid::from_raw(self.child.id() as i32),
+            nix::sys::signal::Signal::SIGKILL,
+        );
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
@@ -1011,6 +1032,7 @@ impl Drop for StandaloneRun {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn standalone_run_serves_the_api() {
     use std::io::BufRead;
+    use std::os::unix::process::CommandExt;
     let dir = tempfile::tempdir().unwrap();
     std::fs::create_dir_all(dir.path().join("site")).unwrap();
     std::fs::write(dir.path().join("site/index.html"), "standalone").unwrap();
@@ -1029,6 +1051,8 @@ async fn standalone_run_serves_the_api() {
         .arg(format!("--management-api-port={port}"))
         .arg("--management-api-key-env=TEST_API_KEY")
         .env("TEST_API_KEY", KEY)
+        .env("TMPDIR", dir.path())
+        .process_group(0)
         .stdin(std::process::Stdio::null())
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::null())
@@ -1086,4 +1110,511 @@ async fn standalone_run_serves_the_api() {
             .is_ok_and(|l| l.contains("stopped via the Management API")),
         "no event line"
     );
+    let started = with_key(addr, "GET", &format!("/api/v1/allocs/{alloc}/start"), b"").await;
+    assert_eq!(started.status, 200, "{}", started.text());
+    // Screenshots work in standalone mode too, and the browser goes with the run.
+    let shot = with_key(
+        addr,
+        "GET",
+        &format!("/api/v1/allocs/{alloc}/screenshot"),
+        b"",
+    )
+    .await;
+    assert_eq!(shot.status, 200, "{}", shot.text());
+    let image = Image::decode(&shot.body);
+    assert_eq!((image.width, image.height), (1920, 1080));
+    let group = run.child.id();
+    assert!(
+        group_members(group).len() > 1,
+        "the browser runs in the run's group"
+    );
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(group as i32),
+        nix::sys::signal::Signal::SIGINT,
+    )
+    .unwrap();
+    assert!(
+        eventually(Duration::from_secs(20), || group_members(group).is_empty()).await,
+        "processes left in the run's group: {:?}",
+        group_members(group)
+    );
+    assert_eq!(
+        entries_starting(dir.path(), "nomad-iis-chromium-"),
+        Vec::<String>::new()
+    );
+}
+
+// === Issue 7 items 5 and 6: screenshots and process dumps through the real engines ===
+
+/// Processes (zombies excepted) whose process group is `pgid`: the plugin leads its own group,
+/// and the screenshot browser it launches (with the browser's helpers) joins it.
+fn group_members(pgid: u32) -> Vec<u32> {
+    let mut members = Vec::new();
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return members;
+    };
+    for entry in entries.flatten() {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|s| s.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+            continue;
+        };
+        // After the command name (in parentheses): state, ppid, pgrp.
+        let Some((_, rest)) = stat.rsplit_once(')') else {
+            continue;
+        };
+        let fields: Vec<&str> = rest.split_whitespace().collect();
+        if fields.len() > 2 && fields[0] != "Z" && fields[2] == pgid.to_string() {
+            members.push(pid);
+        }
+    }
+    members
+}
+
+/// Kills what is left in a plugin's process group (its browser) when a test ends, even by a
+/// panic; the fixture itself only kills the plugin.
+struct GroupGuard(u32);
+
+impl Drop for GroupGuard {
+    fn drop(&mut self) {
+        if !group_members(self.0).is_empty() {
+            let _ = nix::sys::signal::killpg(
+                nix::unistd::Pid::from_raw(self.0 as i32),
+                nix::sys::signal::Signal::SIGKILL,
+            );
+        }
+    }
+}
+
+/// Entries of `dir` whose names start with `prefix`.
+fn entries_starting(dir: &std::path::Path, prefix: &str) -> Vec<String> {
+    std::fs::read_dir(dir)
+        .map(|d| {
+            d.flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .filter(|n| n.starts_with(prefix))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Width, height and RGB(A) pixels of a PNG.
+struct Image {
+    width: u32,
+    height: u32,
+    channels: usize,
+    pixels: Vec<u8>,
+}
+
+impl Image {
+    fn decode(bytes: &[u8]) -> Self {
+        let mut decoder = png::Decoder::new(std::io::Cursor::new(bytes));
+        decoder.set_transformations(png::Transformations::EXPAND | png::Transformations::STRIP_16);
+        let mut reader = decoder.read_info().expect("a PNG header");
+        let mut pixels = vec![0; reader.output_buffer_size().expect("a PNG size")];
+        let info = reader.next_frame(&mut pixels).expect("a PNG frame");
+        pixels.truncate(info.buffer_size());
+        let channels = match info.color_type {
+            png::ColorType::Rgb => 3,
+            png::ColorType::Rgba => 4,
+            other => panic!("unexpected PNG colour type {other:?}"),
+        };
+        Self {
+            width: info.width,
+            height: info.height,
+            channels,
+            pixels,
+        }
+    }
+
+    fn rgb(&self, x: u32, y: u32) -> [u8; 3] {
+        let at = (y as usize * self.width as usize + x as usize) * self.channels;
+        [self.pixels[at], self.pixels[at + 1], self.pixels[at + 2]]
+    }
+}
+
+/// A page of one colour, `height` CSS pixels tall.
+fn coloured_page(colour: [u8; 3], height: u32) -> String {
+    let [r, g, b] = colour;
+    format!(
+        "<!doctype html><html><head><style>html,body{{margin:0;background:rgb({r},{g},{b})}}</style></head>\
+         <body><div style=\"height:{height}px\"></div></body></html>"
+    )
+}
+
+/// The file name in a `Content-Disposition: attachment; filename="…"` header.
+fn attachment_name(response: &Response) -> String {
+    let header = response
+        .header("content-disposition")
+        .unwrap_or_else(|| panic!("no Content-Disposition: {:?}", response.headers));
+    header
+        .strip_prefix("attachment; filename=\"")
+        .and_then(|rest| rest.strip_suffix('"'))
+        .unwrap_or_else(|| panic!("unexpected Content-Disposition {header:?}"))
+        .to_owned()
+}
+
+/// Whether `name` is `{prefix}_{alloc}_{yyyy-MM-dd-HH-mm-ss}.{ext}`, the original's file names.
+fn named_like_the_original(name: &str, prefix: &str, alloc: &str, ext: &str) -> bool {
+    let Some(stamp) = name
+        .strip_prefix(&format!("{prefix}_{alloc}_"))
+        .and_then(|rest| rest.strip_suffix(&format!(".{ext}")))
+    else {
+        return false;
+    };
+    stamp.len() == 19
+        && stamp.char_indices().all(|(i, c)| match i {
+            4 | 7 | 10 | 13 | 16 => c == '-',
+            _ => c.is_ascii_digit(),
+        })
+}
+
+const SKY: [u8; 3] = [30, 144, 255];
+const ORANGE: [u8; 3] = [255, 140, 0];
+/// Taller than the viewport, so a full-page shot is taller than 1080.
+const TALL: u32 = 2400;
+
+// A real static site with a host name binding, photographed through the API by the system
+// Chromium; the browser goes when the plugin stops.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn screenshot_of_a_static_site_is_a_full_page_png_of_its_colour() {
+    let mut fixture = Fixture::new();
+    let (index, mut clients, addr) =
+        plugin_with_api(&mut fixture, &[&format!("--management-api-key={KEY}")]).await;
+    let plugin_pid = fixture.plugin(index).pid;
+    let _group = GroupGuard(plugin_pid);
+    let alloc = fixture.allocation("web").await;
+    let site = alloc.static_site("site", &coloured_page(SKY, TALL));
+    std::fs::write(site.join("other.html"), coloured_page(ORANGE, 100)).unwrap();
+    let port = harness::free_port();
+    let config = r#"
+application { path = "local/site" }
+binding {
+  type = "http"
+  port = "http"
+  hostname = "shop.test"
+}
+"#;
+    fixture
+        .start_task(&mut clients, &alloc, config, &[("http", port)])
+        .await
+        .unwrap_or_else(|e| panic!("StartTask: {e:?}"));
+    let id = &alloc.alloc_id;
+
+    let shot = with_key(addr, "GET", &format!("/api/v1/allocs/{id}/screenshot"), b"").await;
+    assert_eq!(shot.status, 200, "{}", shot.text());
+    assert_eq!(shot.header("content-type"), Some("image/png"));
+    let name = attachment_name(&shot);
+    assert!(
+        named_like_the_original(&name, "screenshot", id, "png"),
+        "{name}"
+    );
+    let image = Image::decode(&shot.body);
+    assert_eq!(image.width, 1920);
+    assert_eq!(image.height, TALL, "the whole page, not the viewport");
+    assert_eq!(image.rgb(10, 10), SKY);
+    assert_eq!(image.rgb(1900, TALL - 10), SKY);
+
+    // Another page of the site, through the task-scoped route; the browser is reused.
+    let browsers = group_members(plugin_pid);
+    assert!(browsers.len() > 1, "the browser runs in the plugin's group");
+    let other = with_key(
+        addr,
+        "GET",
+        &format!("/api/v1/allocs/{id}/web/screenshot?path=/other.html"),
+        b"",
+    )
+    .await;
+    assert_eq!(other.status, 200, "{}", other.text());
+    let image = Image::decode(&other.body);
+    assert_eq!((image.width, image.height), (1920, 1080));
+    assert_eq!(image.rgb(960, 540), ORANGE);
+    let browser = browsers
+        .iter()
+        .copied()
+        .find(|pid| *pid != plugin_pid)
+        .unwrap();
+    assert!(
+        group_members(plugin_pid).contains(&browser),
+        "the second shot used the same browser"
+    );
+    let bad = with_key(
+        addr,
+        "GET",
+        &format!("/api/v1/allocs/{id}/screenshot?path=no-slash"),
+        b"",
+    )
+    .await;
+    assert_eq!(bad.status, 400, "{}", bad.text());
+    // This plugin was not given the dump opt-in.
+    let dump = with_key(addr, "GET", &format!("/api/v1/allocs/{id}/procdump"), b"").await;
+    assert_eq!(dump.status, 403, "{}", dump.text());
+    assert!(
+        dump.text().contains("--procdump-accept-eula=true"),
+        "{}",
+        dump.text()
+    );
+
+    // The plugin stops as Nomad stops it (GRPCController.Shutdown): no browser process or
+    // profile folder outlives it.
+    let _ = clients
+        .controller
+        .shutdown(nomad_plugin::proto::goplugin::Empty {})
+        .await;
+    assert!(
+        fixture
+            .plugin(index)
+            .wait_exit(Duration::from_secs(10))
+            .is_some(),
+        "the plugin did not stop"
+    );
+    assert!(
+        eventually(Duration::from_secs(5), || group_members(plugin_pid)
+            .is_empty())
+        .await,
+        "processes left in the plugin's group: {:?}",
+        group_members(plugin_pid)
+    );
+    assert_eq!(
+        entries_starting(fixture.temp.path(), "nomad-iis-chromium-"),
+        Vec::<String>::new(),
+        "the browser's profile folder is removed"
+    );
+    assert!(
+        fixture
+            .plugin(index)
+            .stderr
+            .snapshot()
+            .iter()
+            .any(|l| l.contains("screenshot browser closed")),
+        "the plugin closed its browser itself"
+    );
+    fixture.assert_clean(index);
+}
+
+/// Python's own HTTP server through HttpPlatformHandler (as in tests/workers.rs), holding about
+/// `mib` MiB so the dump has some weight.
+fn python_worker_config(mib: u32) -> String {
+    format!(
+        r#"<?xml version="1.0" encoding="utf-8"?>
+<configuration>
+  <system.webServer>
+    <handlers>
+      <add name="httpPlatformHandler" path="*" verb="*" modules="httpPlatformHandler" resourceType="Unspecified" />
+    </handlers>
+    <httpPlatform processPath="python3"
+                  arguments="-u -c &quot;import sys, http.server; ballast = bytearray(b'x' * ({mib} &lt;&lt; 20)); http.server.test(HandlerClass=http.server.SimpleHTTPRequestHandler, port=int(sys.argv[1]), bind='127.0.0.1')&quot; %HTTP_PLATFORM_PORT%"
+                  startupTimeLimit="20" />
+  </system.webServer>
+</configuration>
+"#
+    )
+}
+
+/// The pids of the task's workers, from the API's status.
+async fn api_worker_pids(addr: SocketAddr, alloc: &str) -> Vec<u64> {
+    let status = with_key(
+        addr,
+        "GET",
+        &format!("/api/v1/allocs/{alloc}/web/status"),
+        b"",
+    )
+    .await;
+    assert_eq!(status.status, 200, "{}", status.text());
+    json_of(&status)["applicationPools"][0]["workerPids"]
+        .as_array()
+        .map(|pids| pids.iter().filter_map(Value::as_u64).collect())
+        .unwrap_or_default()
+}
+
+// Both dump kinds of a worker process, parsed back; the worker answers on and nothing is left
+// in any temp folder.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn procdump_of_a_worker_gives_a_minidump_and_an_elf_core() {
+    use minidump::{Minidump, MinidumpLinuxProcStatus, MinidumpModuleList, MinidumpThreadList};
+    let mut fixture = Fixture::new();
+    let (index, mut clients, addr) = plugin_with_api(
+        &mut fixture,
+        &[
+            &format!("--management-api-key={KEY}"),
+            "--procdump-accept-eula=true",
+        ],
+    )
+    .await;
+    let alloc = fixture.allocation("web").await;
+    let site = alloc.static_site("site", "served by python");
+    std::fs::write(site.join("web.config"), python_worker_config(8)).unwrap();
+    let port = harness::free_port();
+    let task = fixture
+        .start_task(&mut clients, &alloc, STATIC_SITE, &[("http", port)])
+        .await
+        .unwrap_or_else(|e| panic!("StartTask: {e:?}"));
+    let id = alloc.alloc_id.clone();
+    // The first request starts the worker.
+    let first = http::get(local(port), "localhost", "/index.html")
+        .await
+        .unwrap();
+    assert_eq!(
+        (first.status, first.text()),
+        (200, "served by python".to_owned())
+    );
+    let pids = api_worker_pids(addr, &id).await;
+    assert_eq!(pids.len(), 1, "{pids:?}");
+    let worker = pids[0] as u32;
+    assert_ne!(worker, task.host_pid());
+    let dump_prefix = format!("nomad-iis-dump-{worker}-");
+    let leftovers = |fixture: &Fixture| {
+        let mut found = entries_starting(fixture.temp.path(), &dump_prefix);
+        found.extend(entries_starting(&std::env::temp_dir(), &dump_prefix));
+        found.extend(entries_starting(std::path::Path::new("/tmp"), &dump_prefix));
+        found
+    };
+
+    let mini = with_key(
+        addr,
+        "GET",
+        &format!("/api/v1/allocs/{id}/procdump?type=mini"),
+        b"",
+    )
+    .await;
+    assert_eq!(mini.status, 200, "{}", mini.text());
+    assert_eq!(
+        mini.header("content-type"),
+        Some("application/octet-stream")
+    );
+    assert_eq!(
+        mini.header("content-length"),
+        Some(mini.body.len().to_string().as_str())
+    );
+    let name = attachment_name(&mini);
+    assert!(
+        named_like_the_original(&name, "procdump", &id, "dmp"),
+        "{name}"
+    );
+    let minidump = Minidump::read(mini.body.clone()).expect("a minidump");
+    let status = minidump
+        .get_stream::<MinidumpLinuxProcStatus>()
+        .expect("the process status stream");
+    let status = String::from_utf8_lossy(&status.raw_bytes()).into_owned();
+    assert!(
+        status.lines().any(|l| l == format!("Pid:\t{worker}")),
+        "the minidump is of the worker {worker}: {status}"
+    );
+    let threads: std::collections::BTreeSet<u32> = minidump
+        .get_stream::<MinidumpThreadList>()
+        .expect("a thread list")
+        .threads
+        .iter()
+        .map(|t| t.raw.thread_id)
+        .collect();
+    assert!(threads.contains(&worker), "{threads:?}");
+    let modules = minidump
+        .get_stream::<MinidumpModuleList>()
+        .expect("a module list");
+    assert!(
+        modules
+            .iter()
+            .any(|m| minidump::Module::code_file(m).contains("python")),
+        "python is among the modules"
+    );
+    assert!(leftovers(&fixture).is_empty(), "{:?}", leftovers(&fixture));
+
+    // The full dump is the default kind; asked by pool on the task-scoped route.
+    let full = with_key(
+        addr,
+        "GET",
+        &format!("/api/v1/allocs/{id}/web/procdump?appPoolName=default"),
+        b"",
+    )
+    .await;
+    assert_eq!(full.status, 200, "{}", full.text());
+    assert_eq!(
+        full.header("content-length"),
+        Some(full.body.len().to_string().as_str())
+    );
+    let elf = goblin::elf::Elf::parse(&full.body).expect("an ELF file");
+    assert_eq!(elf.header.e_type, goblin::elf::header::ET_CORE);
+    let mut prstatus_pids = std::collections::BTreeSet::new();
+    for note in elf.iter_note_headers(&full.body).expect("notes") {
+        let note = note.expect("a note");
+        if note.n_type == goblin::elf::note::NT_PRSTATUS {
+            // struct elf_prstatus on x86_64: pr_pid at byte 32 (after siginfo, cursig, sigpend
+            // and sighold).
+            prstatus_pids.insert(u32::from_le_bytes(note.desc[32..36].try_into().unwrap()));
+        }
+    }
+    assert!(prstatus_pids.contains(&worker), "{prstatus_pids:?}");
+    assert!(
+        full.body.len() > 8 << 20,
+        "the core holds the worker's 8 MiB: {} bytes",
+        full.body.len()
+    );
+    assert!(leftovers(&fixture).is_empty(), "{:?}", leftovers(&fixture));
+
+    // The worker runs on, the same process, untraced.
+    let after = http::get(local(port), "localhost", "/index.html")
+        .await
+        .unwrap();
+    assert_eq!(after.status, 200);
+    assert_eq!(api_worker_pids(addr, &id).await, vec![u64::from(worker)]);
+    let tracer = std::fs::read_to_string(format!("/proc/{worker}/status"))
+        .unwrap()
+        .lines()
+        .find_map(|l| l.strip_prefix("TracerPid:").map(|v| v.trim().to_owned()));
+    assert_eq!(tracer.as_deref(), Some("0"));
+
+    let bad = with_key(
+        addr,
+        "GET",
+        &format!("/api/v1/allocs/{id}/procdump?type=huge"),
+        b"",
+    )
+    .await;
+    assert_eq!(bad.status, 400, "{}", bad.text());
+    clients.stop_and_destroy(task.id()).await;
+    fixture.assert_clean(index);
+}
+
+// A static pool has no worker: its dump is of the site host.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn procdump_of_a_static_pool_is_of_the_site_host() {
+    use minidump::{Minidump, MinidumpLinuxProcStatus};
+    let mut fixture = Fixture::new();
+    let (index, mut clients, addr) = plugin_with_api(
+        &mut fixture,
+        &[
+            &format!("--management-api-key={KEY}"),
+            "--procdump-accept-eula=true",
+        ],
+    )
+    .await;
+    let site = fixture
+        .start_static_site(&mut clients, "web", "hello")
+        .await;
+    let host = site.task.host_pid();
+    let mini = with_key(
+        addr,
+        "GET",
+        &format!("/api/v1/allocs/{}/procdump?type=mini", site.alloc.alloc_id),
+        b"",
+    )
+    .await;
+    assert_eq!(mini.status, 200, "{}", mini.text());
+    let minidump = Minidump::read(mini.body.clone()).expect("a minidump");
+    let status = minidump
+        .get_stream::<MinidumpLinuxProcStatus>()
+        .expect("the process status stream");
+    let status = String::from_utf8_lossy(&status.raw_bytes()).into_owned();
+    assert!(
+        status.lines().any(|l| l == format!("Pid:\t{host}")),
+        "the minidump is of the host {host}: {status}"
+    );
+    let answer = http::get(site.addr(), "localhost", "/").await.unwrap();
+    assert_eq!((answer.status, answer.text()), (200, "hello".to_owned()));
+    fixture.assert_clean(index);
 }

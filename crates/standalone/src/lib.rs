@@ -162,9 +162,13 @@ async fn run_async(options: RunOptions) -> anyhow::Result<i32> {
     }
     println!("Press Ctrl-C to stop.");
 
-    let code = wait_for_end(&mut hosts, signals).await?;
+    let code = wait_for_end(&mut hosts, signals).await;
     stop_all(&mut hosts).await;
-    Ok(code)
+    // The screenshot browser, if one was started, goes with the run.
+    if let Some(capture) = &options.capture {
+        capture.shutdown().await;
+    }
+    code
 }
 
 /// Waits for Ctrl-C, SIGTERM, or the first host to exit on its own.
