@@ -53,6 +53,7 @@ mod access_log;
 mod control_server;
 mod error;
 mod host;
+mod http1;
 mod limits;
 mod log_sink;
 mod os;
