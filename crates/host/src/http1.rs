@@ -139,11 +139,13 @@ enum Parsed {
 
 /// Serves `stream` until it closes or needs hyper. `service` answers each request; an `Err`
 /// from it drops the connection without an answer. `refused` is told about each request
-/// refused here (for the access log).
+/// refused here (for the access log). On `graceful` an idle connection closes and a request in
+/// flight is finished; on `abort` (the end of the grace period) the connection is dropped.
 pub(crate) async fn serve<S, F, E>(
     mut stream: TcpStream,
     settings: Settings,
     graceful: &CancellationToken,
+    abort: &CancellationToken,
     service: S,
     refused: impl Fn(Refused),
 ) -> Ending
@@ -189,9 +191,18 @@ where
         };
         // Boxed: the service's and the writer's state exist only while a request is in
         // flight, not in every idle connection's task.
+        // `abort` is awaited here only: an idle connection has already closed on `graceful`,
+        // which always comes first.
         let served = Box::pin(async {
-            let response = service(*request).await.ok()?;
-            Some(write_response(&mut stream, response, exchange, graceful).await)
+            let work = async {
+                let response = service(*request).await.ok()?;
+                Some(write_response(&mut stream, response, exchange, graceful).await)
+            };
+            tokio::select! {
+                biased;
+                served = work => served,
+                _ = abort.cancelled() => None,
+            }
         })
         .await;
         match served {
@@ -766,7 +777,15 @@ mod tests {
         let task = tokio::spawn(async move {
             let (server, client) = pair().await;
             let _ = tx.send(client);
-            serve(server, settings, &graceful, answer, |_| {}).await
+            serve(
+                server,
+                settings,
+                &graceful,
+                &CancellationToken::new(),
+                answer,
+                |_| {},
+            )
+            .await
         });
         (task, rx)
     }
@@ -1040,6 +1059,7 @@ mod tests {
                 server,
                 settings,
                 &CancellationToken::new(),
+                &CancellationToken::new(),
                 answer,
                 move |r| seen.lock().unwrap().push(r),
             )
@@ -1072,7 +1092,7 @@ mod tests {
             .unwrap();
         runtime.block_on(async {
             let (server, _client) = pair().await;
-            let future = serve(server, SETTINGS, &graceful, answer, |_| {});
+            let future = serve(server, SETTINGS, &graceful, &graceful, answer, |_| {});
             let size = std::mem::size_of_val(&future);
             println!("idle loop state: {size} bytes");
             assert!(size < 1024, "{size} bytes");

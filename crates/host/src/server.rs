@@ -156,6 +156,8 @@ pub(crate) async fn accept_loop(
         tls,
     } = bound;
     let mut admission = crate::limits::Admission::new(&state.spec.limits);
+    // One reference per connection task rather than a copy of every token and builder.
+    let shared = Arc::new(connections.clone());
     loop {
         // At the connection limit, wait for a connection to close before accepting: further
         // clients wait in the kernel's backlog.
@@ -178,7 +180,7 @@ pub(crate) async fn accept_loop(
                     listener: index,
                     peer,
                 });
-                let (connections2, tls) = (connections.clone(), tls.clone());
+                let (connections2, tls) = (shared.clone(), tls.clone());
                 connections.tracker.spawn(async move {
                     serve_connection(context, connections2, stream, tls).await;
                     drop(slot);
@@ -240,7 +242,7 @@ async fn first_bytes(stream: &tokio::net::TcpStream, connections: &Connections) 
 
 async fn serve_connection(
     context: Arc<ConnectionContext>,
-    connections: Connections,
+    connections: Arc<Connections>,
     stream: tokio::net::TcpStream,
     tls: Option<TlsAcceptor>,
 ) {
@@ -256,6 +258,7 @@ async fn serve_connection(
                     stream,
                     connections.http1_settings,
                     &connections.graceful,
+                    &connections.abort,
                     |request| handle(context.clone(), request),
                     |refused: http1::Refused| {
                         if state.access_log.is_enabled() {
@@ -271,12 +274,7 @@ async fn serve_connection(
                         }
                     },
                 );
-                let ending = tokio::select! {
-                    biased;
-                    ending = own => ending,
-                    _ = connections.abort.cancelled() => return,
-                };
-                match ending {
+                match own.await {
                     http1::Ending::Closed => None,
                     http1::Ending::Handover(io) => {
                         Box::pin(serve_http1_with_hyper(&connections, context, io)).await
