@@ -13,7 +13,9 @@
 //! `CONNECT`. When a request needs more, the connection is handed to hyper's HTTP/1
 //! connection for the rest of its life ([`Ending::Handover`]): hyper is given the socket
 //! behind [`Replay`], which first replays the bytes this loop read and did not consume, so a
-//! WebSocket handshake, a streamed upload or a `100-continue` work exactly as before.
+//! WebSocket handshake, a streamed upload or a `100-continue` work exactly as before. A head with
+//! both `Content-Length` and `Transfer-Encoding` is refused here with 400 (RFC 9112, 6.3; nginx
+//! too) rather than handed over: hyper would drop the length and read chunks.
 //!
 //! What the loop does as RFC 9112 and hyper (which served these connections before) do:
 //! - keep-alive: HTTP/1.1 unless `Connection: close`; HTTP/1.0 only with
@@ -315,17 +317,17 @@ fn parse(buffered: &mut BytesMut, max_head: usize) -> Parsed {
     }
     let mut keep_alive = version == Version::HTTP_11;
     let mut close = false;
+    let (mut length, mut chunked, mut handover) = (false, false, false);
     for h in request.headers.iter() {
         let name = h.name.as_bytes();
         if name.eq_ignore_ascii_case(b"content-length") {
-            if h.value != b"0" {
-                return Parsed::Handover;
-            }
-        } else if name.eq_ignore_ascii_case(b"transfer-encoding")
-            || name.eq_ignore_ascii_case(b"upgrade")
-            || name.eq_ignore_ascii_case(b"expect")
-        {
-            return Parsed::Handover;
+            length = true;
+            handover |= h.value != b"0";
+        } else if name.eq_ignore_ascii_case(b"transfer-encoding") {
+            chunked = true;
+            handover = true;
+        } else if name.eq_ignore_ascii_case(b"upgrade") || name.eq_ignore_ascii_case(b"expect") {
+            handover = true;
         } else if name.eq_ignore_ascii_case(b"connection") {
             for token in h.value.split(|&b| b == b',') {
                 let token = token.trim_ascii();
@@ -336,6 +338,14 @@ fn parse(buffered: &mut BytesMut, max_head: usize) -> Parsed {
                 }
             }
         }
+    }
+    if length && chunked {
+        // Both framings: a smuggling attempt or a broken intermediary (RFC 9112, 6.3). Refused
+        // here, as nginx does: hyper would drop the Content-Length and go by the chunks.
+        return bad("Header");
+    }
+    if handover {
+        return Parsed::Handover;
     }
     let path_range = offset(base, path.as_bytes())..offset(base, path.as_bytes()) + path.len();
     let count = request.headers.len();
@@ -1158,6 +1168,12 @@ mod tests {
         assert_eq!(reason(b"G(T / HTTP/1.1\r\n\r\n"), (400, "Verb"));
         assert_eq!(reason(b"GET / HTTP/1.1\r\nHost a\r\n\r\n"), (400, "Header"));
         assert_eq!(reason(b"GET / HTTP/3.0\r\n\r\n"), (400, "BadRequest"));
+        for both in [
+            &b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 4\r\nTransfer-Encoding: chunked\r\n\r\n"[..],
+            b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\nContent-Length: 0\r\n\r\n",
+        ] {
+            assert_eq!(reason(both), (400, "Header"));
+        }
         let many: String = (0..=MAX_HEADERS).map(|i| format!("X-{i}: v\r\n")).collect();
         let raw = format!("GET / HTTP/1.1\r\n{many}\r\n");
         assert_eq!(reason(raw.as_bytes()), (400, "RequestLength"));
