@@ -227,8 +227,12 @@ async fn next_head(
     buffered: &mut BytesMut,
     max_head: usize,
 ) -> io::Result<Option<Parsed>> {
+    // Bytes kept from before (pipelined) are parsed at once; after that only when a read
+    // brought a line end (a head cannot end without one) or filled the buffer, so a head
+    // trickling in byte by byte is not parsed again for every byte.
+    let mut check = !buffered.is_empty();
     loop {
-        if !buffered.is_empty() {
+        if check {
             match parse(buffered, max_head) {
                 Parsed::Partial if buffered.len() >= max_head => {
                     return Ok(Some(Parsed::Refused(oversized(buffered, max_head))));
@@ -247,10 +251,14 @@ async fn next_head(
             };
             buffered.reserve(more.min(max_head + 1 - buffered.len().min(max_head)));
         }
+        let before = buffered.len();
         match stream.try_read_buf(buffered) {
             Ok(0) => return Ok(None),
-            Ok(_) => {}
+            Ok(_) => {
+                check = buffered[before..].contains(&b'\n') || buffered.len() >= max_head;
+            }
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                check = false;
                 if buffered.is_empty() {
                     *buffered = BytesMut::new();
                 }
