@@ -496,9 +496,12 @@ def main():
         f.write(b"x" * 1024)
     with open(os.path.join(site, "big.bin"), "wb") as f:
         f.write(os.urandom(1 << 20))
-    for name in ["web.config", "bin/app.dll", "App_Data/db.mdf", "Global.asax", "Views/Index.cshtml"]:
+    for name in ["bin/app.dll", "App_Data/db.mdf", "Global.asax", "Views/Index.cshtml"]:
         with open(os.path.join(site, name), "w") as f:
             f.write("secret")
+    # The host reads web.config at start and refuses one that is not XML.
+    with open(os.path.join(site, "web.config"), "w") as f:
+        f.write("<configuration><!-- secret --></configuration>")
     with open(os.path.join(work, "secret.txt"), "w") as f:
         f.write("secret")
 

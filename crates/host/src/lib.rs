@@ -49,10 +49,27 @@
 // `unsafe` only in `os` (the code a worker's child runs before `exec`).
 #![deny(unsafe_code)]
 
+/// The allocator: jemalloc, which gives memory back to the system after a burst (a
+/// background thread purges pages unused for a second), chosen by measurement against glibc's
+/// malloc and mimalloc (BENCHMARKS.md, "Memory per idle connection").
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
+/// jemalloc's options, read by jemalloc itself at its start (its `malloc_conf`): unused dirty
+/// pages are returned after 1 s by one background thread, instead of on later allocations
+/// only (an idle host makes none).
+// The one way to hand jemalloc its options before its first allocation; the name is
+// jemalloc's own and nothing else in the program defines it.
+#[allow(unsafe_code)]
+#[unsafe(export_name = "_rjem_malloc_conf")]
+static JEMALLOC_CONF: &u8 =
+    &b"background_thread:true,max_background_threads:1,dirty_decay_ms:1000,muzzy_decay_ms:0\0"[0];
+
 mod access_log;
 mod control_server;
 mod error;
 mod host;
+mod http1;
 mod limits;
 mod log_sink;
 mod os;

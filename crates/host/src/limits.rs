@@ -26,7 +26,7 @@ const H2_STREAM_SEND_BUFFER: usize = 64 * 1024;
 const ACCEPT_PAUSE_MIN: Duration = Duration::from_millis(10);
 const ACCEPT_PAUSE_MAX: Duration = Duration::from_secs(1);
 
-fn header_buffer(limits: &HostLimits) -> usize {
+pub(crate) fn header_buffer(limits: &HostLimits) -> usize {
     usize::try_from(limits.max_header_size)
         .unwrap_or(usize::MAX)
         .max(MIN_HEADER_BUFFER)

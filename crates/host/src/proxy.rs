@@ -63,6 +63,7 @@ use hyper_util::client::legacy::connect::{
 };
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 
+use crate::http1::RequestBody;
 use crate::pool::Body;
 
 /// How long an idle upstream connection is kept. Below Node's default 5 s `keepAliveTimeout`
@@ -135,7 +136,7 @@ impl Proxy {
     /// own. Never fails: every outcome is a response for the client.
     pub(crate) async fn forward(
         &self,
-        mut request: Request<Incoming>,
+        mut request: Request<RequestBody>,
         target: &UpstreamTarget,
         info: &ForwardInfo,
     ) -> Response<Body> {
@@ -204,7 +205,7 @@ impl Proxy {
     async fn send_with_replay(
         &self,
         parts: http::request::Parts,
-        body: Incoming,
+        body: RequestBody,
     ) -> Result<Response<Incoming>, hyper_util::client::legacy::Error> {
         let (method, uri, headers) = (
             parts.method.clone(),
@@ -380,7 +381,7 @@ struct ReplayBody {
 
 struct ReplayState {
     /// The rest of the client's body; `None` once it has ended or failed.
-    rest: Option<Incoming>,
+    rest: Option<RequestBody>,
     /// Data frames read so far, while they fit in [`REPLAY_LIMIT`].
     kept: Vec<Bytes>,
     kept_len: usize,
@@ -389,7 +390,7 @@ struct ReplayState {
 }
 
 impl ReplayBody {
-    fn new(body: Incoming) -> Self {
+    fn new(body: RequestBody) -> Self {
         let size = body.size_hint();
         let shared = (!body.is_end_stream()).then(|| {
             Arc::new(Mutex::new(ReplayState {
@@ -686,7 +687,9 @@ mod tests {
                                 host,
                             };
                             Ok::<_, std::convert::Infallible>(
-                                proxy.forward(request, &target, &info).await,
+                                proxy
+                                    .forward(request.map(RequestBody::Hyper), &target, &info)
+                                    .await,
                             )
                         }
                     });
@@ -1200,7 +1203,9 @@ mod tests {
                             host: None,
                         };
                         Ok::<_, std::convert::Infallible>(
-                            proxy.forward(request, &target, &info).await,
+                            proxy
+                                .forward(request.map(RequestBody::Hyper), &target, &info)
+                                .await,
                         )
                     }
                 });

@@ -25,7 +25,6 @@ use bytes::Bytes;
 use http::{Request, Response, StatusCode, header};
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
-use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
@@ -39,6 +38,7 @@ use control::{BindingKind, HostLimits, UnavailableResponse};
 use crate::access_log::{Entry, ResponseBody};
 use crate::error::{StartupError, describe_io};
 use crate::host::HostState;
+use crate::http1::{self, RequestBody};
 use crate::plan::ListenerPlan;
 use crate::pool::{Admission, Body, NoWorker};
 use crate::proxy::ForwardInfo;
@@ -114,7 +114,9 @@ pub(crate) struct Connections {
     /// HTTP/1.1 only, for plain connections whose first bytes cannot be the HTTP/2 preface:
     /// hyper's HTTP/1 connection straight on the socket, without the auto builder's replay
     /// wrapper around every read and write.
-    http1: Arc<http1::Builder>,
+    http1: Arc<hyper::server::conn::http1::Builder>,
+    /// Limits of the host's own HTTP/1 loop.
+    http1_settings: crate::http1::Settings,
     /// How long a client may take to send its first bytes (and an HTTP/1 request head).
     header_read_timeout: Duration,
 }
@@ -122,7 +124,7 @@ pub(crate) struct Connections {
 impl Connections {
     pub fn new(limits: &HostLimits) -> Self {
         let mut auto = auto::Builder::new(TokioExecutor::new());
-        let mut http1 = http1::Builder::new();
+        let mut http1 = hyper::server::conn::http1::Builder::new();
         crate::limits::configure_http1(&mut http1, limits);
         crate::limits::configure_auto(&mut auto, limits);
         Self {
@@ -132,6 +134,10 @@ impl Connections {
             abort: CancellationToken::new(),
             auto: Arc::new(auto),
             http1: Arc::new(http1),
+            http1_settings: crate::http1::Settings {
+                header_read_timeout: limits.header_read_timeout,
+                max_head: crate::limits::header_buffer(limits),
+            },
             header_read_timeout: limits.header_read_timeout,
         }
     }
@@ -150,6 +156,8 @@ pub(crate) async fn accept_loop(
         tls,
     } = bound;
     let mut admission = crate::limits::Admission::new(&state.spec.limits);
+    // One reference per connection task rather than a copy of every token and builder.
+    let shared = Arc::new(connections.clone());
     loop {
         // At the connection limit, wait for a connection to close before accepting: further
         // clients wait in the kernel's backlog.
@@ -172,7 +180,7 @@ pub(crate) async fn accept_loop(
                     listener: index,
                     peer,
                 });
-                let (connections2, tls) = (connections.clone(), tls.clone());
+                let (connections2, tls) = (shared.clone(), tls.clone());
                 connections.tracker.spawn(async move {
                     serve_connection(context, connections2, stream, tls).await;
                     drop(slot);
@@ -234,60 +242,121 @@ async fn first_bytes(stream: &tokio::net::TcpStream, connections: &Connections) 
 
 async fn serve_connection(
     context: Arc<ConnectionContext>,
-    connections: Connections,
+    connections: Arc<Connections>,
     stream: tokio::net::TcpStream,
     tls: Option<TlsAcceptor>,
 ) {
     let peer = context.peer;
-    // Kept for the access-log line of a request hyper refuses itself (strict.rs).
+    // Kept for the access-log line of a request refused before the service (strict.rs).
     let (state, started) = (context.state.clone(), Instant::now());
-    let service = service_fn(move |request| handle(context.clone(), request));
-    let ended: Option<Result<(), Box<dyn std::error::Error + Send + Sync>>> = match tls {
+    let ended = match tls {
         None => match first_bytes(&stream, &connections).await {
             FirstBytes::Http1 => {
-                // With upgrades: a WebSocket handshake forwarded to a worker continues as a tunnel.
-                let connection = connections
-                    .http1
-                    .serve_connection(TokioIo::new(Guarded::new(stream)), service)
-                    .with_upgrades();
-                drive(&connections, connection, |c| c.graceful_shutdown())
-                    .await
-                    .map(|r| r.map_err(Into::into))
+                // The host's own loop; the state of a request in flight, and hyper's
+                // connection after a handover, are boxed so an idle connection stays small.
+                let own = http1::serve(
+                    stream,
+                    connections.http1_settings,
+                    &connections.graceful,
+                    &connections.abort,
+                    |request| handle(context.clone(), request),
+                    |refused: http1::Refused| {
+                        if state.access_log.is_enabled() {
+                            state.access_log.write_with(|out| {
+                                crate::access_log::write_refused_line(
+                                    out,
+                                    peer,
+                                    started,
+                                    refused.status.as_u16(),
+                                    refused.reason,
+                                )
+                            });
+                        }
+                    },
+                );
+                match own.await {
+                    http1::Ending::Closed => None,
+                    http1::Ending::Handover(io) => {
+                        Box::pin(serve_http1_with_hyper(&connections, context, io)).await
+                    }
+                }
             }
             FirstBytes::Undecided => {
-                let connection = connections
-                    .auto
-                    .serve_connection_with_upgrades(TokioIo::new(Guarded::new(stream)), service);
-                drive(&connections, connection, |c| c.graceful_shutdown()).await
+                let io = TokioIo::new(Guarded::new(stream));
+                Box::pin(serve_auto(&connections, context, io)).await
             }
             FirstBytes::Nothing => None,
         },
-        Some(acceptor) => {
-            let handshake = tokio::select! {
-                _ = connections.graceful.cancelled() => return,
-                done = tokio::time::timeout(TLS_HANDSHAKE_LIMIT, acceptor.accept(stream)) => done,
-            };
-            match handshake {
-                Ok(Ok(stream)) => {
-                    let connection = connections.auto.serve_connection_with_upgrades(
-                        TokioIo::new(Guarded::new(stream)),
-                        service,
-                    );
-                    drive(&connections, connection, |c| c.graceful_shutdown()).await
-                }
-                Ok(Err(e)) => {
-                    tracing::debug!(%peer, error = %e, "tls handshake failed");
-                    None
-                }
-                Err(_) => {
-                    tracing::debug!(%peer, "tls handshake timed out");
-                    None
-                }
-            }
-        }
+        Some(acceptor) => Box::pin(serve_tls(&connections, context, stream, acceptor)).await,
     };
     if let Some(Err(error)) = ended {
         strict::log_connection_error(&state, peer, started, error.as_ref());
+    }
+}
+
+/// What a connection served by hyper ended with: `None` when it was dropped at the end of
+/// the grace period (or never got going).
+type HyperEnding = Option<Result<(), Box<dyn std::error::Error + Send + Sync>>>;
+
+/// hyper's HTTP/1 connection, for the rest of a connection the host's own loop handed over.
+async fn serve_http1_with_hyper(
+    connections: &Connections,
+    context: Arc<ConnectionContext>,
+    io: http1::Replay<tokio::net::TcpStream>,
+) -> HyperEnding {
+    let service = service_fn(move |request: Request<Incoming>| {
+        handle(context.clone(), request.map(RequestBody::Hyper))
+    });
+    // With upgrades: a WebSocket handshake forwarded to a worker continues as a tunnel.
+    let connection = connections
+        .http1
+        .serve_connection(TokioIo::new(Guarded::new(io)), service)
+        .with_upgrades();
+    drive(connections, connection, |c| c.graceful_shutdown())
+        .await
+        .map(|r| r.map_err(Into::into))
+}
+
+/// hyper-util's auto builder (HTTP/1.1 or HTTP/2) on `io`.
+async fn serve_auto<I>(
+    connections: &Connections,
+    context: Arc<ConnectionContext>,
+    io: TokioIo<I>,
+) -> HyperEnding
+where
+    I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let service = service_fn(move |request: Request<Incoming>| {
+        handle(context.clone(), request.map(RequestBody::Hyper))
+    });
+    let connection = connections.auto.serve_connection_with_upgrades(io, service);
+    drive(connections, connection, |c| c.graceful_shutdown()).await
+}
+
+/// A TLS connection: the handshake, then the auto builder (ALPN chooses the protocol).
+async fn serve_tls(
+    connections: &Connections,
+    context: Arc<ConnectionContext>,
+    stream: tokio::net::TcpStream,
+    acceptor: TlsAcceptor,
+) -> HyperEnding {
+    let peer = context.peer;
+    let handshake = tokio::select! {
+        _ = connections.graceful.cancelled() => return None,
+        done = tokio::time::timeout(TLS_HANDSHAKE_LIMIT, acceptor.accept(stream)) => done,
+    };
+    match handshake {
+        Ok(Ok(stream)) => {
+            serve_auto(connections, context, TokioIo::new(Guarded::new(stream))).await
+        }
+        Ok(Err(e)) => {
+            tracing::debug!(%peer, error = %e, "tls handshake failed");
+            None
+        }
+        Err(_) => {
+            tracing::debug!(%peer, "tls handshake timed out");
+            None
+        }
     }
 }
 
@@ -326,7 +395,7 @@ struct Dropped(String);
 
 async fn handle(
     context: Arc<ConnectionContext>,
-    request: Request<Incoming>,
+    request: Request<RequestBody>,
 ) -> Result<Response<ResponseBody>, Dropped> {
     let state = &context.state;
     let (parts, body) = request.into_parts();

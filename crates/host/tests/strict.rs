@@ -206,3 +206,21 @@ async fn refused_requests_are_not_logged_when_the_log_is_off() {
     assert!(!site.path("access.log").exists());
     host.stop().await;
 }
+
+#[tokio::test]
+async fn both_framings_are_refused_in_either_order() {
+    let mut site = Site::new();
+    let (host, log) = logged_host(&mut site).await;
+    let addr = host.addr(0);
+    for raw in [
+        &b"POST /index.html HTTP/1.1\r\nHost: a\r\nContent-Length: 4\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\nGET /smuggled HTTP/1.1\r\nHost: a\r\n\r\n"[..],
+        b"POST /index.html HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\nContent-Length: 4\r\n\r\n0\r\n\r\n",
+    ] {
+        let (answer, closed) = exchange(addr, raw).await;
+        assert_eq!(status_line(&answer), "HTTP/1.1 400 Bad Request", "{answer}");
+        assert!(closed);
+        assert!(!answer.contains("HTTP/1.1 404"), "{answer}");
+    }
+    logged(&log, &["\"-\" 400 0 ", "reason=Header"]).await;
+    host.stop().await;
+}

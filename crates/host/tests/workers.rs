@@ -1005,3 +1005,93 @@ async fn a_recycle_with_a_broken_web_config_changes_nothing() {
         0
     );
 }
+
+/// Reads one response from a raw connection: the head, and a body framed by `Content-Length`
+/// or chunked.
+async fn raw_response(stream: &mut tokio::net::TcpStream) -> (String, Vec<u8>) {
+    use tokio::io::AsyncReadExt;
+    let mut head = Vec::new();
+    while !head.ends_with(b"\r\n\r\n") {
+        let mut byte = [0u8; 1];
+        assert_eq!(stream.read(&mut byte).await.unwrap(), 1, "closed: {head:?}");
+        head.push(byte[0]);
+    }
+    let head = String::from_utf8_lossy(&head).into_owned();
+    let lower = head.to_ascii_lowercase();
+    let mut body = Vec::new();
+    if let Some(length) = lower
+        .lines()
+        .find_map(|l| l.strip_prefix("content-length: "))
+    {
+        body = vec![0u8; length.trim().parse().unwrap()];
+        stream.read_exact(&mut body).await.unwrap();
+    } else if lower.contains("transfer-encoding: chunked") {
+        while !body.ends_with(b"\r\n0\r\n\r\n") && !body.starts_with(b"0\r\n\r\n") {
+            let mut byte = [0u8; 1];
+            assert_eq!(stream.read(&mut byte).await.unwrap(), 1);
+            body.push(byte[0]);
+        }
+    }
+    (head, body)
+}
+
+#[tokio::test]
+async fn a_connection_the_own_loop_served_hands_uploads_and_websockets_to_hyper() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let site = worker_site("serve");
+    let host = start(site.spec.clone()).await;
+
+    // GET (the host's own loop), a POST with a body (handed over to hyper, with the bytes
+    // already read), then a GET on the same connection (hyper, for the rest of its life).
+    let mut stream = tokio::net::TcpStream::connect(host.addr(0)).await.unwrap();
+    stream
+        .write_all(b"GET /pid HTTP/1.1\r\nHost: site.test\r\n\r\n")
+        .await
+        .unwrap();
+    let (head, pid) = raw_response(&mut stream).await;
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    let upload = vec![7u8; 300_000];
+    let post = format!(
+        "POST /echo HTTP/1.1\r\nHost: site.test\r\nContent-Length: {}\r\n\r\n",
+        upload.len()
+    );
+    let mut bytes = post.into_bytes();
+    bytes.extend_from_slice(&upload);
+    bytes.extend_from_slice(b"GET /pid HTTP/1.1\r\nHost: site.test\r\n\r\n");
+    stream.write_all(&bytes).await.unwrap();
+    let (head, echoed) = raw_response(&mut stream).await;
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    let echoed = String::from_utf8_lossy(&echoed).into_owned();
+    assert!(echoed.contains("300000"), "{echoed}");
+    assert!(echoed.contains(&sha256_hex(&upload)), "{echoed}");
+    let (head, again) = raw_response(&mut stream).await;
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    assert_eq!(again, pid);
+
+    // GET, then a WebSocket handshake on the same connection: the tunnel works.
+    let mut stream = tokio::net::TcpStream::connect(host.addr(0)).await.unwrap();
+    stream
+        .write_all(b"GET /pid HTTP/1.1\r\nHost: site.test\r\n\r\n")
+        .await
+        .unwrap();
+    let (head, _) = raw_response(&mut stream).await;
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    stream
+        .write_all(
+            b"GET /ws HTTP/1.1\r\nHost: site.test\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+              Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
+        )
+        .await
+        .unwrap();
+    let (head, _) = raw_response(&mut stream).await;
+    assert!(head.starts_with("HTTP/1.1 101"), "{head}");
+    let message = b"through the handover";
+    let mask = [9u8, 8, 7, 6];
+    let mut frame = vec![0x81, 0x80 | message.len() as u8];
+    frame.extend_from_slice(&mask);
+    frame.extend(message.iter().enumerate().map(|(i, b)| b ^ mask[i % 4]));
+    stream.write_all(&frame).await.unwrap();
+    let mut answer = vec![0u8; 2 + message.len()];
+    stream.read_exact(&mut answer).await.unwrap();
+    assert_eq!(&answer[2..], message);
+}
