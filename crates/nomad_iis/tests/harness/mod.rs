@@ -739,31 +739,19 @@ impl Fixture {
     /// hosts (and their workers, which inherit nothing of it, so groups are killed below).
     pub fn host_processes(&self) -> Vec<u32> {
         let root = self.runtime_root.display().to_string();
-        let mut pids = Vec::new();
-        let Ok(entries) = std::fs::read_dir("/proc") else {
-            return pids;
-        };
-        for entry in entries.flatten() {
-            let Some(pid) = entry
-                .file_name()
-                .to_str()
-                .and_then(|s| s.parse::<u32>().ok())
-            else {
-                continue;
-            };
-            let Ok(cmdline) = std::fs::read(entry.path().join("cmdline")) else {
-                continue;
-            };
-            let cmdline = String::from_utf8_lossy(&cmdline);
-            if cmdline.contains("--runtime-dir")
-                && cmdline.contains(&root)
-                && cmdline.contains("\0host\0")
-                && process_state(pid).is_some_and(|s| s != 'Z')
-            {
-                pids.push(pid);
-            }
-        }
-        pids
+        process_ids()
+            .into_iter()
+            .filter(|pid| {
+                let Ok(cmdline) = std::fs::read(format!("/proc/{pid}/cmdline")) else {
+                    return false;
+                };
+                let cmdline = String::from_utf8_lossy(&cmdline);
+                cmdline.contains("--runtime-dir")
+                    && cmdline.contains(&root)
+                    && cmdline.contains("\0host\0")
+                    && process_state(*pid).is_some_and(|s| s != 'Z')
+            })
+            .collect()
     }
 
     /// A new allocation with one task, with Nomad's folder layout and log FIFOs.
@@ -1212,4 +1200,15 @@ pub fn proto_duration(d: Duration) -> prost_types::Duration {
 /// Reads the driver state JSON of a handle.
 pub fn driver_state(handle: &pb::TaskHandle) -> serde_json::Value {
     serde_json::from_slice(&handle.driver_state).expect("driver_state is JSON")
+}
+
+/// The pids in `/proc` right now.
+pub fn process_ids() -> Vec<u32> {
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    entries
+        .flatten()
+        .filter_map(|entry| entry.file_name().to_str()?.parse::<u32>().ok())
+        .collect()
 }
