@@ -309,6 +309,7 @@ fn output_redirected_to_a_file_has_only_whole_lines() {
             || line.starts_with("    http://")
             || line == "Press Ctrl-C to stop."
             || line == "stopping…"
+            || line.starts_with("warning: nomad_iis run applies no application pool identities")
             // A host notice: RFC 3339 time, then the prefix.
             || (line.starts_with("20") && line.contains("Z nomad_iis host: "));
         assert!(whole, "stray line {line:?} in:\n{text}");
@@ -377,6 +378,12 @@ fn job_features_it_cannot_honour_are_named() {
     assert_eq!(run.interrupt(), 0);
     let err = run.stderr_lines().join("\n");
     assert!(err.contains("warning") && err.contains("template"), "{err}");
+    // Run by root, the workers would be root too: it says so rather than pretending.
+    assert_eq!(
+        err.contains("applies no application pool identities"),
+        nix::unistd::geteuid().is_root(),
+        "{err}"
+    );
     drop(dir);
 }
 

@@ -82,6 +82,14 @@ async fn run_async(options: RunOptions) -> anyhow::Result<i32> {
     for warning in &plan.warnings {
         eprintln!("warning: {warning}");
     }
+    // Pool identities need the driver's id allocation and ACLs on Nomad's task folders, which a
+    // job run from a checkout does not have: say who the workers run as instead.
+    if nix::unistd::geteuid().is_root() && !plan.tasks.is_empty() {
+        eprintln!(
+            "warning: nomad_iis run applies no application pool identities: worker processes run \
+             as root, like this command (under Nomad each pool gets an unprivileged identity)"
+        );
+    }
     // Listen for Ctrl-C and SIGTERM before anything starts: the banner invites Ctrl-C, which
     // must never find the default action (death without clean-up) in place.
     let signals = Signals::install()?;
