@@ -105,6 +105,9 @@ pub(crate) struct Settings {
     pub header_read_timeout: Duration,
     /// Largest request head, in bytes.
     pub max_head: usize,
+    /// How long a connection waits idle (no unparsed bytes, no request in flight) before it
+    /// leaves its task for the parking lot ([`Ending::Park`]); `None`: never.
+    pub park_after: Option<Duration>,
 }
 
 /// A request refused before it reached the service: the status answered, the reason logged.
@@ -124,6 +127,9 @@ pub(crate) enum Ending {
     Closed,
     /// A request this loop does not serve: hyper takes the connection over.
     Handover(Replay<TcpStream>),
+    /// Idle for [`Settings::park_after`]: the connection goes to the parking lot
+    /// (`park.rs`) until it is readable, with the deadline of its keep-alive wait.
+    Park(TcpStream, tokio::time::Instant),
 }
 
 /// The outcome of parsing what has been read so far.
@@ -143,9 +149,28 @@ enum Parsed {
 /// from it drops the connection without an answer. `refused` is told about each request
 /// refused here (for the access log). On `graceful` an idle connection closes and a request in
 /// flight is finished; on `abort` (the end of the grace period) the connection is dropped.
+#[cfg(test)]
 pub(crate) async fn serve<S, F, E>(
+    stream: TcpStream,
+    settings: Settings,
+    graceful: &CancellationToken,
+    abort: &CancellationToken,
+    service: S,
+    refused: impl Fn(Refused),
+) -> Ending
+where
+    S: Fn(Request<RequestBody>) -> F,
+    F: Future<Output = Result<Response<ResponseBody>, E>>,
+{
+    serve_from(stream, settings, None, graceful, abort, service, refused).await
+}
+
+/// [`serve`] for a connection coming back from the parking lot: `resumed` is the deadline of
+/// the keep-alive wait it was parked in (the first wait does not start a new one).
+pub(crate) async fn serve_from<S, F, E>(
     mut stream: TcpStream,
     settings: Settings,
+    mut resumed: Option<tokio::time::Instant>,
     graceful: &CancellationToken,
     abort: &CancellationToken,
     service: S,
@@ -161,26 +186,47 @@ where
         if graceful.is_cancelled() {
             return Ending::Closed;
         }
-        let deadline = tokio::time::Instant::now() + settings.header_read_timeout;
-        let parsed = tokio::select! {
-            biased;
-            read = tokio::time::timeout_at(deadline, next_head(&stream, &mut buffered, settings.max_head)) => read,
-            // No request in flight: nothing to finish.
-            _ = graceful.cancelled() => return Ending::Closed,
+        let now = tokio::time::Instant::now();
+        let deadline = resumed
+            .take()
+            .unwrap_or_else(|| now + settings.header_read_timeout);
+        // Only a connection with nothing buffered parks (`next_head` keeps what it read in
+        // `buffered`, so stopping it at the park time loses nothing).
+        let mut park_at = settings
+            .park_after
+            .map(|after| now + after)
+            .filter(|at| *at < deadline && buffered.is_empty());
+        let parsed = loop {
+            let until = park_at.unwrap_or(deadline);
+            let read = tokio::select! {
+                biased;
+                read = tokio::time::timeout_at(until, next_head(&stream, &mut buffered, settings.max_head)) => read,
+                // No request in flight: nothing to finish.
+                _ = graceful.cancelled() => return Ending::Closed,
+            };
+            match read {
+                Ok(read) => break read,
+                Err(_) if park_at.take().is_some() => {
+                    if buffered.is_empty() {
+                        return Ending::Park(stream, deadline);
+                    }
+                }
+                Err(_) => return Ending::Closed,
+            }
         };
         let (request, keep_alive) = match parsed {
-            // Timed out, closed by the client, or a read error.
-            Err(_) | Ok(Ok(None)) | Ok(Err(_)) => return Ending::Closed,
-            Ok(Ok(Some(Parsed::Request(request, keep_alive)))) => (request, keep_alive),
-            Ok(Ok(Some(Parsed::Handover))) => {
+            // Closed by the client, or a read error.
+            Ok(None) | Err(_) => return Ending::Closed,
+            Ok(Some(Parsed::Request(request, keep_alive))) => (request, keep_alive),
+            Ok(Some(Parsed::Handover)) => {
                 return Ending::Handover(Replay::new(buffered, stream));
             }
-            Ok(Ok(Some(Parsed::Refused(refusal)))) => {
+            Ok(Some(Parsed::Refused(refusal))) => {
                 refused(refusal);
                 answer_refused(&mut stream, refusal).await;
                 return Ending::Closed;
             }
-            Ok(Ok(Some(Parsed::Partial))) => return Ending::Closed,
+            Ok(Some(Parsed::Partial)) => return Ending::Closed,
         };
         if buffered.is_empty() {
             // Gives the read buffer back (the request's head still shares it until it is done).
@@ -781,6 +827,7 @@ mod tests {
     const SETTINGS: Settings = Settings {
         header_read_timeout: Duration::from_secs(30),
         max_head: 8192,
+        park_after: None,
     };
 
     /// Serves the server side of a new pair with [`answer`]; returns the client side.

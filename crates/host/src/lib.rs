@@ -73,6 +73,7 @@ mod http1;
 mod limits;
 mod log_sink;
 mod os;
+mod park;
 mod placeholder;
 mod plan;
 mod pool;

@@ -29,6 +29,7 @@ use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
 use tokio::net::{TcpListener, TcpSocket};
+use tokio::sync::OwnedSemaphorePermit;
 use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -119,6 +120,33 @@ pub(crate) struct Connections {
     http1_settings: crate::http1::Settings,
     /// How long a client may take to send its first bytes (and an HTTP/1 request head).
     header_read_timeout: Duration,
+    /// The listener's parking lot for idle HTTP/1 connections (set by its accept loop).
+    lot: Option<crate::park::Lot<Parked>>,
+}
+
+/// What a parked connection keeps besides its socket: its connection slot. Its context is
+/// made anew when it resumes (the peer address from the socket, the rest from the listener).
+type Parked = Option<OwnedSemaphorePermit>;
+
+/// How long an HTTP/1 connection served by the own loop stays idle in its task before it is
+/// parked (`park.rs`): long enough that a client sending request after request never parks.
+const PARK_AFTER: Duration = Duration::from_secs(2);
+
+/// The grace before parking: [`PARK_AFTER`], or `NOMAD_IIS_HTTP1_PARK_AFTER_MS` (0: never
+/// park), or a test's choice.
+fn park_after() -> Option<Duration> {
+    #[cfg(test)]
+    if let Some(chosen) = tests::PARK_AFTER.with(|p| p.get()) {
+        return Some(chosen);
+    }
+    match std::env::var("NOMAD_IIS_HTTP1_PARK_AFTER_MS")
+        .ok()
+        .and_then(|v| v.parse::<u64>().ok())
+    {
+        Some(0) => None,
+        Some(ms) => Some(Duration::from_millis(ms)),
+        None => Some(PARK_AFTER),
+    }
 }
 
 impl Connections {
@@ -137,8 +165,10 @@ impl Connections {
             http1_settings: crate::http1::Settings {
                 header_read_timeout: limits.header_read_timeout,
                 max_head: crate::limits::header_buffer(limits),
+                park_after: park_after(),
             },
             header_read_timeout: limits.header_read_timeout,
+            lot: None,
         }
     }
 }
@@ -157,7 +187,44 @@ pub(crate) async fn accept_loop(
     } = bound;
     let mut admission = crate::limits::Admission::new(&state.spec.limits);
     // One reference per connection task rather than a copy of every token and builder.
-    let shared = Arc::new(connections.clone());
+    let mut mine = connections.clone();
+    let pending = match crate::park::lot(connections.graceful.clone()) {
+        Ok((lot, pending)) => {
+            mine.lot = Some(lot);
+            Some(pending)
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "no parking lot for idle connections");
+            mine.http1_settings.park_after = None;
+            None
+        }
+    };
+    let shared = Arc::new(mine);
+    if let Some(pending) = pending {
+        // Ends on `graceful`, closing what is parked; until then it holds the listener's
+        // machinery to resume connections with.
+        let (again, state) = (shared.clone(), state.clone());
+        connections
+            .tracker
+            .spawn(pending.run(move |stream, deadline, slot: Parked| {
+                let Ok(peer) = stream.peer_addr() else {
+                    return;
+                };
+                let context = Arc::new(ConnectionContext {
+                    state: state.clone(),
+                    listener: index,
+                    peer,
+                });
+                again.tracker.spawn(serve_connection(
+                    context,
+                    again.clone(),
+                    stream,
+                    None,
+                    slot,
+                    Some(deadline),
+                ));
+            }));
+    }
     loop {
         // At the connection limit, wait for a connection to close before accepting: further
         // clients wait in the kernel's backlog.
@@ -181,10 +248,14 @@ pub(crate) async fn accept_loop(
                     peer,
                 });
                 let (connections2, tls) = (shared.clone(), tls.clone());
-                connections.tracker.spawn(async move {
-                    serve_connection(context, connections2, stream, tls).await;
-                    drop(slot);
-                });
+                connections.tracker.spawn(serve_connection(
+                    context,
+                    connections2,
+                    stream,
+                    tls,
+                    slot,
+                    None,
+                ));
             }
             Err(e) => {
                 // Out of file descriptors and similar: keep serving the connections there are,
@@ -245,18 +316,26 @@ async fn serve_connection(
     connections: Arc<Connections>,
     stream: tokio::net::TcpStream,
     tls: Option<TlsAcceptor>,
+    slot: Option<OwnedSemaphorePermit>,
+    resumed: Option<tokio::time::Instant>,
 ) {
     let peer = context.peer;
     // Kept for the access-log line of a request refused before the service (strict.rs).
     let (state, started) = (context.state.clone(), Instant::now());
     let ended = match tls {
-        None => match first_bytes(&stream, &connections).await {
+        None => match if resumed.is_some() {
+            // Back from the parking lot: known to be HTTP/1.
+            FirstBytes::Http1
+        } else {
+            first_bytes(&stream, &connections).await
+        } {
             FirstBytes::Http1 => {
                 // The host's own loop; the state of a request in flight, and hyper's
                 // connection after a handover, are boxed so an idle connection stays small.
-                let own = http1::serve(
+                let own = http1::serve_from(
                     stream,
                     connections.http1_settings,
+                    resumed,
                     &connections.graceful,
                     &connections.abort,
                     |request| handle(context.clone(), request),
@@ -278,6 +357,13 @@ async fn serve_connection(
                     http1::Ending::Closed => None,
                     http1::Ending::Handover(io) => {
                         Box::pin(serve_http1_with_hyper(&connections, context, io)).await
+                    }
+                    http1::Ending::Park(stream, deadline) => {
+                        match &connections.lot {
+                            Some(lot) => lot.park(stream, deadline, slot),
+                            None => drop(stream),
+                        }
+                        return;
                     }
                 }
             }
@@ -535,6 +621,143 @@ mod tests {
     use crate::host::Host;
     use control::{ApplicationSpec, BindingSpec, HostSpec};
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    thread_local! {
+        /// The grace before parking for hosts started on this thread.
+        pub(super) static PARK_AFTER: std::cell::Cell<Option<Duration>> =
+            const { std::cell::Cell::new(None) };
+    }
+
+    /// Waits until `n` connections are parked on this thread.
+    async fn parked(n: usize) {
+        while crate::park::PARKED.with(|p| p.get()) != n {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+
+    /// Reads responses on `stream` until `n` bodies `hello` arrived; returns their status lines.
+    async fn responses(stream: &mut tokio::net::TcpStream, n: usize) -> Vec<String> {
+        let mut answer = Vec::new();
+        let mut chunk = [0u8; 1024];
+        while answer.windows(5).filter(|w| *w == b"hello").count() < n {
+            let read = stream.read(&mut chunk).await.unwrap();
+            assert_ne!(read, 0, "closed: {}", String::from_utf8_lossy(&answer));
+            answer.extend_from_slice(&chunk[..read]);
+        }
+        let text = String::from_utf8_lossy(&answer).to_string();
+        // A status line follows the previous body directly.
+        text.match_indices("HTTP/1.1 ")
+            .map(|(at, _)| text[at..].lines().next().unwrap_or_default().to_string())
+            .collect()
+    }
+
+    const GET: &[u8] = b"GET /index.html HTTP/1.1\r\nHost: x\r\n\r\n";
+
+    async fn parking_host(dir: &std::path::Path, limits: HostLimits) -> (Host, SocketAddr) {
+        PARK_AFTER.with(|p| p.set(Some(Duration::from_millis(50))));
+        let host = Host::start(HostSpec {
+            limits,
+            ..spec(dir)
+        })
+        .await
+        .unwrap();
+        let addr = host.handle().status().listening[0].parse().unwrap();
+        (host, addr)
+    }
+
+    async fn closed_by_host(stream: &mut tokio::net::TcpStream) {
+        let mut chunk = [0u8; 64];
+        loop {
+            match stream.read(&mut chunk).await {
+                Ok(0) | Err(_) => return,
+                Ok(_) => {}
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn an_idle_connection_parks_and_its_next_requests_are_served() {
+        let dir = tempfile::tempdir().unwrap();
+        let (host, addr) = parking_host(dir.path(), HostLimits::default()).await;
+        let mut client = tokio::net::TcpStream::connect(addr).await.unwrap();
+        client.write_all(GET).await.unwrap();
+        assert_eq!(responses(&mut client, 1).await, ["HTTP/1.1 200 OK"]);
+        parked(1).await;
+        client.write_all(GET).await.unwrap();
+        assert_eq!(responses(&mut client, 1).await, ["HTTP/1.1 200 OK"]);
+        parked(1).await;
+        // Two pipelined requests arriving at a parked connection.
+        let two = [GET, GET].concat();
+        client.write_all(&two).await.unwrap();
+        assert_eq!(
+            responses(&mut client, 2).await,
+            ["HTTP/1.1 200 OK", "HTTP/1.1 200 OK"]
+        );
+        parked(1).await;
+        host.handle().request_shutdown(Duration::ZERO, "test over");
+        assert_eq!(host.wait().await.code, 0);
+        parked(0).await;
+    }
+
+    #[tokio::test]
+    async fn a_parked_connection_closed_by_the_client_frees_its_slot() {
+        let dir = tempfile::tempdir().unwrap();
+        let limits = HostLimits {
+            max_connections_per_listener: 1,
+            ..HostLimits::default()
+        };
+        let (host, addr) = parking_host(dir.path(), limits).await;
+        let mut first = tokio::net::TcpStream::connect(addr).await.unwrap();
+        first.write_all(GET).await.unwrap();
+        assert_eq!(responses(&mut first, 1).await, ["HTTP/1.1 200 OK"]);
+        parked(1).await;
+        drop(first);
+        parked(0).await;
+        // With a limit of one, this is only accepted once the parked connection's slot is free.
+        let mut second = tokio::net::TcpStream::connect(addr).await.unwrap();
+        second.write_all(GET).await.unwrap();
+        assert_eq!(responses(&mut second, 1).await, ["HTTP/1.1 200 OK"]);
+        host.handle().request_shutdown(Duration::ZERO, "test over");
+        assert_eq!(host.wait().await.code, 0);
+    }
+
+    #[tokio::test]
+    async fn graceful_shutdown_closes_parked_connections_at_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let (host, addr) = parking_host(dir.path(), HostLimits::default()).await;
+        let mut client = tokio::net::TcpStream::connect(addr).await.unwrap();
+        client.write_all(GET).await.unwrap();
+        assert_eq!(responses(&mut client, 1).await, ["HTTP/1.1 200 OK"]);
+        parked(1).await;
+        host.handle()
+            .request_shutdown(Duration::from_secs(600), "test over");
+        // Well below the idle timeout, which would otherwise end the wait.
+        let record =
+            tokio::time::timeout(HostLimits::default().header_read_timeout / 2, host.wait())
+                .await
+                .expect("a parked connection held the drain");
+        assert_eq!(record.code, 0);
+        closed_by_host(&mut client).await;
+        parked(0).await;
+    }
+
+    #[tokio::test]
+    async fn the_idle_timeout_closes_a_parked_connection() {
+        let dir = tempfile::tempdir().unwrap();
+        let limits = HostLimits {
+            header_read_timeout: Duration::from_millis(600),
+            ..HostLimits::default()
+        };
+        let (host, addr) = parking_host(dir.path(), limits).await;
+        let mut client = tokio::net::TcpStream::connect(addr).await.unwrap();
+        client.write_all(GET).await.unwrap();
+        assert_eq!(responses(&mut client, 1).await, ["HTTP/1.1 200 OK"]);
+        parked(1).await;
+        closed_by_host(&mut client).await;
+        parked(0).await;
+        host.handle().request_shutdown(Duration::ZERO, "test over");
+        assert_eq!(host.wait().await.code, 0);
+    }
 
     fn spec(dir: &std::path::Path) -> HostSpec {
         std::fs::create_dir_all(dir.join("app")).unwrap();
