@@ -204,7 +204,10 @@ fn write_lines(mut target: Target, shared: &Shared) {
             std::mem::swap(&mut queue.text, &mut batch);
             queue.closed
         };
-        if pending.len() + batch.len() > QUEUE_BYTES {
+        // The queue itself is bounded, so a batch is always taken when nothing is pending
+        // (else a writer that started late would drop the whole first batch, oldest lines
+        // included); with lines pending, a batch that would overflow is dropped.
+        if !pending.is_empty() && pending.len() + batch.len() > QUEUE_BYTES {
             shared
                 .dropped
                 .fetch_add(count_lines(batch.as_bytes()), Ordering::Relaxed);
@@ -457,6 +460,22 @@ mod tests {
             std::thread::sleep(Duration::from_millis(10));
         }
 
+        // On a busy machine the writer thread may not have written yet: wait for its first
+        // byte before switching to blocking reads.
+        let mut head = [0u8; 1];
+        loop {
+            match (&reader).read(&mut head) {
+                Ok(1) => break,
+                Ok(_) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+                Err(e) => panic!("reading the FIFO: {e}"),
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(60),
+                "the writer never wrote"
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
         // Blocking reads from now on: the sink holds the write end, so end of file comes when
         // it closes.
         nix::fcntl::fcntl(
@@ -466,12 +485,11 @@ mod tests {
         .unwrap();
         let read_all = std::thread::spawn(move || {
             let mut reader = reader;
-            let mut text = String::new();
-            reader.read_to_string(&mut text).map(|_| text)
+            let mut bytes = head.to_vec();
+            reader.read_to_end(&mut bytes).map(|_| bytes)
         });
-        std::thread::sleep(Duration::from_millis(100));
         sink.close();
-        let text = read_all.join().unwrap().unwrap();
+        let text = String::from_utf8(read_all.join().unwrap().unwrap()).unwrap();
 
         let mut lines = text.lines();
         let first = lines.next().unwrap();
