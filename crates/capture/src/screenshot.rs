@@ -21,7 +21,8 @@
 //! that died is noticed (its process is gone or its connection failed) and relaunched on the next
 //! request. Every browser has its own profile folder in a temporary directory, removed when the browser
 //! is retired, on [`Screenshotter::shutdown`] or, as a last resort, when the screenshotter is dropped
-//! (which kills the browser).
+//! (which kills the browser). A plugin killed outright takes its browser along (a parent-death
+//! signal), and the next launch removes the folders of owners that are gone.
 
 use std::collections::BTreeSet;
 use std::net::IpAddr;
@@ -304,7 +305,7 @@ async fn launch(
     // XDG_* and TMPDIR) the crash-report database and the shared-memory folders it would otherwise
     // leave in /tmp and ~/.config when it is killed.
     let root = tempfile::Builder::new()
-        .prefix("nomad-iis-chromium-")
+        .prefix(FOLDER_PREFIX)
         .tempdir()
         .map_err(|e| CaptureError::Failed(format!("creating a browser profile folder: {e}")))?;
     let folder = |name: &str| -> Result<PathBuf, CaptureError> {
@@ -314,9 +315,15 @@ async fn launch(
         Ok(path)
     };
     let (profile, home, tmp) = (folder("profile")?, folder("home")?, folder("tmp")?);
+    // The owner's pid lets a later launch remove this folder if the owner is killed before it
+    // can (SIGKILL of the plugin).
+    std::fs::write(root.path().join(OWNER_FILE), std::process::id().to_string())
+        .map_err(|e| CaptureError::Failed(format!("writing the browser folder's owner: {e}")))?;
+    remove_abandoned_folders(root.path());
+    let launched = die_with_owner(&executable, root.path()).unwrap_or_else(|| executable.clone());
     let (width, height) = options.viewport;
     let mut config = BrowserConfig::builder()
-        .chrome_executable(&executable)
+        .chrome_executable(&launched)
         .user_data_dir(&profile)
         .env("HOME", home.to_string_lossy())
         .env("XDG_CONFIG_HOME", home.join(".config").to_string_lossy())
@@ -396,6 +403,84 @@ async fn launch(
         handler,
         profile: std::sync::Mutex::new(Some(root)),
     })
+}
+
+/// The file in a browser's folder that names the process that launched it.
+const OWNER_FILE: &str = "owner";
+/// Prefix of every browser folder in the temporary directory.
+const FOLDER_PREFIX: &str = "nomad-iis-chromium-";
+
+/// A launcher script that starts `executable` with a parent-death signal, so the browser does not
+/// outlive a plugin that is killed outright (Nomad kills a plugin that does not stop in time).
+/// chromiumoxide spawns the browser itself with no hook between fork and exec, hence `setpriv`
+/// (util-linux, always present on Debian) in a script; the `exec`s keep the browser's pid the one
+/// chromiumoxide spawned. `None` (launch directly) when `setpriv` is missing or the folder cannot
+/// hold executables.
+fn die_with_owner(executable: &std::path::Path, folder: &std::path::Path) -> Option<PathBuf> {
+    use std::os::unix::fs::PermissionsExt;
+    let setpriv = locate::find(&["setpriv"])?;
+    let noexec = nix::sys::statvfs::statvfs(folder)
+        .map(|fs| fs.flags().contains(nix::sys::statvfs::FsFlags::ST_NOEXEC))
+        .unwrap_or(true);
+    if noexec {
+        tracing::debug!(folder = %folder.display(), "temporary folder is noexec: the browser is launched without a parent-death signal");
+        return None;
+    }
+    let script = folder.join("launch-chromium");
+    let text = format!(
+        "#!/bin/sh\nexec {} --pdeathsig KILL -- {} \"$@\"\n",
+        shell_quote(&setpriv.to_string_lossy()),
+        shell_quote(&executable.to_string_lossy())
+    );
+    let written = std::fs::write(&script, text)
+        .and_then(|()| std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o700)));
+    match written {
+        Ok(()) => Some(script),
+        Err(e) => {
+            tracing::debug!(error = %e, "writing the browser launcher: launching directly");
+            None
+        }
+    }
+}
+
+/// `text` as one single-quoted shell word.
+fn shell_quote(text: &str) -> String {
+    format!("'{}'", text.replace('\'', "'\\''"))
+}
+
+/// Removes the browser folders, beside `own`, of owners that are gone (a plugin killed before it
+/// could clean up). Folders without an owner file are left alone: they may be being created.
+fn remove_abandoned_folders(own: &std::path::Path) {
+    let Some(parent) = own.parent() else { return };
+    let Ok(entries) = std::fs::read_dir(parent) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let path = entry.path();
+        let ours = path == own;
+        let named = entry
+            .file_name()
+            .to_str()
+            .is_some_and(|name| name.starts_with(FOLDER_PREFIX));
+        if ours || !named {
+            continue;
+        }
+        let owner = std::fs::read_to_string(path.join(OWNER_FILE))
+            .ok()
+            .and_then(|text| text.trim().parse::<u32>().ok());
+        if let Some(pid) = owner
+            && !process_alive(pid)
+        {
+            match std::fs::remove_dir_all(&path) {
+                Ok(()) => {
+                    tracing::info!(folder = %path.display(), pid, "removed the folder of a browser whose owner is gone")
+                }
+                Err(e) => {
+                    tracing::debug!(folder = %path.display(), error = %e, "removing an abandoned browser folder")
+                }
+            }
+        }
+    }
 }
 
 /// Closes a browser once no capture uses it any more, then removes its profile folder.

@@ -1386,6 +1386,90 @@ binding {
     fixture.assert_clean(index);
 }
 
+// Nomad kills a plugin outright when it does not stop in time. Its browser must not outlive it,
+// and the next plugin removes the profile folder the killed one could not.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_plugin_takes_its_browser_along_and_the_next_one_removes_its_folder() {
+    let mut fixture = Fixture::new();
+    let config = r#"
+application { path = "local/site" }
+binding {
+  type = "http"
+  port = "http"
+}
+"#;
+    let (first, mut clients, addr) =
+        plugin_with_api(&mut fixture, &[&format!("--management-api-key={KEY}")]).await;
+    let first_pid = fixture.plugin(first).pid;
+    let _first_group = GroupGuard(first_pid);
+    let alloc = fixture.allocation("web").await;
+    alloc.static_site("site", &coloured_page(SKY, 100));
+    fixture
+        .start_task(
+            &mut clients,
+            &alloc,
+            config,
+            &[("http", harness::free_port())],
+        )
+        .await
+        .unwrap_or_else(|e| panic!("StartTask: {e:?}"));
+    let path = format!("/api/v1/allocs/{}/screenshot", alloc.alloc_id);
+    let shot = with_key(addr, "GET", &path, b"").await;
+    assert_eq!(shot.status, 200, "{}", shot.text());
+    let browser: Vec<u32> = group_members(first_pid)
+        .into_iter()
+        .filter(|pid| *pid != first_pid)
+        .collect();
+    assert!(
+        !browser.is_empty(),
+        "the browser runs in the plugin's group"
+    );
+    let folders = entries_starting(fixture.temp.path(), "nomad-iis-chromium-");
+    assert_eq!(folders.len(), 1, "{folders:?}");
+
+    fixture.plugin(first).kill();
+    assert!(
+        eventually(Duration::from_secs(10), || browser
+            .iter()
+            .all(|pid| !harness::alive(*pid)))
+        .await,
+        "browser processes outlived the killed plugin: {:?}",
+        browser
+            .iter()
+            .filter(|pid| harness::alive(**pid))
+            .collect::<Vec<_>>()
+    );
+    assert_eq!(
+        entries_starting(fixture.temp.path(), "nomad-iis-chromium-"),
+        folders,
+        "a killed plugin cannot remove its folder itself"
+    );
+
+    // The next plugin's first shot (of a task of its own) removes the abandoned folder.
+    let (second, mut clients, addr) =
+        plugin_with_api(&mut fixture, &[&format!("--management-api-key={KEY}")]).await;
+    let _second_group = GroupGuard(fixture.plugin(second).pid);
+    let alloc = fixture.allocation("web").await;
+    alloc.static_site("site", &coloured_page(ORANGE, 100));
+    fixture
+        .start_task(
+            &mut clients,
+            &alloc,
+            config,
+            &[("http", harness::free_port())],
+        )
+        .await
+        .unwrap_or_else(|e| panic!("StartTask: {e:?}"));
+    let path = format!("/api/v1/allocs/{}/screenshot", alloc.alloc_id);
+    let shot = with_key(addr, "GET", &path, b"").await;
+    assert_eq!(shot.status, 200, "{}", shot.text());
+    assert_eq!(Image::decode(&shot.body).rgb(10, 10), ORANGE);
+    let now = entries_starting(fixture.temp.path(), "nomad-iis-chromium-");
+    assert_eq!(now.len(), 1, "{now:?}");
+    assert_ne!(now, folders, "the killed plugin's folder is removed");
+    fixture.assert_clean(second);
+}
+
 /// Python's own HTTP server through HttpPlatformHandler (as in tests/workers.rs), holding about
 /// `mib` MiB so the dump has some weight.
 fn python_worker_config(mib: u32) -> String {
