@@ -84,6 +84,7 @@ mod strict;
 #[cfg(test)]
 mod test_support;
 mod tls;
+mod upstream;
 mod worker;
 
 use std::path::Path;

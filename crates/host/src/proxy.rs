@@ -14,6 +14,10 @@
 //!   `Proxy-Connection`, `TE`, `Trailer`, `Transfer-Encoding`, `Upgrade`) in both directions,
 //!   except `Connection: upgrade` + `Upgrade` on a WebSocket handshake.
 //!
+//! Requests without a body (and not a WebSocket handshake) go through the host's own
+//! HTTP/1.1 client ([`crate::upstream`]), driven by the task that serves the client; the rules
+//! below hold for both clients.
+//!
 //! Bodies stream both ways frame by frame; nothing is buffered whole. Upstream connections
 //! are kept alive and pooled by one hyper-util client per host (pool key: the worker's
 //! address, so each worker has its own idle connections). Idle connections are dropped after
@@ -65,6 +69,7 @@ use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 
 use crate::http1::RequestBody;
 use crate::pool::Body;
+use crate::upstream::DirectClient;
 
 /// How long an idle upstream connection is kept. Below Node's default 5 s `keepAliveTimeout`
 /// (Kestrel's is 130 s), so the worker rarely closes a connection we are about to use; a new
@@ -87,6 +92,8 @@ pub(crate) struct Proxy {
     /// hyper-util's pooling client over plain TCP with `TCP_NODELAY`; it sends the client's
     /// request body as it arrives.
     client: Client<UsesConnector, ReplayBody>,
+    /// The host's own client for requests without a body: no task hops, no pool lock.
+    direct: DirectClient,
 }
 
 /// Where a request goes: one worker.
@@ -129,7 +136,10 @@ impl Proxy {
             .set_host(false)
             .retry_canceled_requests(true)
             .build(connector);
-        Self { client }
+        Self {
+            client,
+            direct: DirectClient::default(),
+        }
     }
 
     /// Forwards `request` to `target` and returns the worker's response, or a 502/504 of our
@@ -175,6 +185,9 @@ impl Proxy {
             return error_response(StatusCode::BAD_GATEWAY);
         }
 
+        if !upgrade && body.is_end_stream() {
+            return self.forward_bodyless(&parts, target).await;
+        }
         let sent = self.send_with_replay(parts, body);
         let mut response = match tokio::time::timeout(target.request_timeout, sent).await {
             Ok(Ok(response)) => response,
@@ -198,6 +211,28 @@ impl Proxy {
         // A worker speaking HTTP/1.0 must not make our client connection HTTP/1.0.
         parts.version = Version::HTTP_11;
         Response::from_parts(parts, body.map_err(io::Error::other).boxed_unsync())
+    }
+
+    /// A request without a body, through the host's own client (see [`crate::upstream`]).
+    async fn forward_bodyless(
+        &self,
+        parts: &http::request::Parts,
+        target: &UpstreamTarget,
+    ) -> Response<Body> {
+        let sent = self.direct.send(parts, target.addr);
+        let mut response = match tokio::time::timeout(target.request_timeout, sent).await {
+            Ok(Ok(response)) => response,
+            Ok(Err(e)) => {
+                tracing::warn!(worker = %target.addr, error = %e, "worker request failed");
+                return error_response(StatusCode::BAD_GATEWAY);
+            }
+            Err(_) => {
+                tracing::warn!(worker = %target.addr, timeout = ?target.request_timeout, "worker did not answer in time");
+                return error_response(StatusCode::GATEWAY_TIMEOUT);
+            }
+        };
+        strip_hop_by_hop(response.headers_mut(), false);
+        response
     }
 
     /// Sends the request; once more on a new connection when a reused one turns out to have
@@ -1122,10 +1157,27 @@ mod tests {
         })
         .await;
         let down = downstream(target(up, None)).await;
-        let request = Request::get("/").header(HOST, "h").body(empty()).unwrap();
-        let response = send(down, request).await;
-        assert_eq!(response.status(), StatusCode::OK);
-        assert!(count(response.into_body()).await.is_err());
+        for request in [
+            // Through the host's own client (no body) and through hyper's (a body).
+            Request::get("/").header(HOST, "h").body(empty()).unwrap(),
+            Request::post("/")
+                .header(HOST, "h")
+                .body(full("x"))
+                .unwrap(),
+        ] {
+            let stream = TcpStream::connect(down).await.unwrap();
+            let (mut sender, connection) =
+                hyper::client::conn::http1::handshake(TokioIo::new(stream))
+                    .await
+                    .unwrap();
+            tokio::spawn(connection);
+            // The downstream server may abort before it has flushed the head (it had the head
+            // and the first bytes in one buffer): an error too, never a whole-looking response.
+            if let Ok(response) = sender.send_request(request).await {
+                assert_eq!(response.status(), StatusCode::OK);
+                assert!(count(response.into_body()).await.is_err());
+            }
+        }
     }
 
     #[tokio::test]
