@@ -154,13 +154,6 @@ impl Proxy {
         let downstream_upgrade = upgrade.then(|| hyper::upgrade::on(&mut request));
 
         let (mut parts, body) = request.into_parts();
-        let uri = match upstream_uri(target.addr, &parts.uri) {
-            Ok(uri) => uri,
-            Err(e) => {
-                tracing::warn!(uri = %parts.uri, error = %e, "cannot build the upstream uri");
-                return error_response(StatusCode::BAD_GATEWAY);
-            }
-        };
         // An HTTP/2 request has no `Host` header: give the worker the `:authority`.
         if !parts.headers.contains_key(HOST)
             && let Some(value) = parts
@@ -175,7 +168,6 @@ impl Proxy {
         {
             parts.headers.insert(HOST, value);
         }
-        parts.uri = uri;
         parts.version = Version::HTTP_11;
         strip_hop_by_hop(&mut parts.headers, upgrade);
         // hyper's server answers `100 Continue` itself when we first read the body.
@@ -186,8 +178,16 @@ impl Proxy {
         }
 
         if !upgrade && body.is_end_stream() {
+            // Sends the path and query only: no absolute URI to build.
             return self.forward_bodyless(&parts, target).await;
         }
+        parts.uri = match upstream_uri(target.addr, &parts.uri) {
+            Ok(uri) => uri,
+            Err(e) => {
+                tracing::warn!(uri = %parts.uri, error = %e, "cannot build the upstream uri");
+                return error_response(StatusCode::BAD_GATEWAY);
+            }
+        };
         let sent = self.send_with_replay(parts, body);
         let mut response = match tokio::time::timeout(target.request_timeout, sent).await {
             Ok(Ok(response)) => response,
