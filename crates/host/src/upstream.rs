@@ -556,6 +556,9 @@ impl UpstreamBody {
                     return Ok(ChunkStep::NeedMore);
                 };
                 let line = self.buf.split_to(end + 1);
+                if seen + line.len() > MAX_TRAILERS {
+                    return Err(bad("trailers too long"));
+                }
                 let empty = line.as_ref() == b"\n" || line.as_ref() == b"\r\n";
                 self.framing = Framing::Chunked(if empty {
                     ChunkState::Done
@@ -865,6 +868,23 @@ mod tests {
             .await
             .unwrap();
         assert!(body_text(response).await.is_err());
+    }
+
+    #[tokio::test]
+    async fn endless_trailers_are_an_error() {
+        let mut answer =
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n1\r\nx\r\n0\r\n".to_vec();
+        for i in 0..20_000 {
+            answer.extend_from_slice(format!("x-t{i}: v\r\n").as_bytes());
+        }
+        answer.extend_from_slice(b"\r\n");
+        let (worker, _) = scripted_worker(vec![Box::leak(answer.into_boxed_slice())]).await;
+        let response = DirectClient::default()
+            .send(&parts(Method::GET, "/"), worker)
+            .await
+            .unwrap();
+        let error = body_text(response).await.unwrap_err();
+        assert!(error.to_string().contains("trailers too long"), "{error}");
     }
 
     #[tokio::test]
