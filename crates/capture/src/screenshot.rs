@@ -387,7 +387,13 @@ async fn launch(
                 Ok(()) => {}
                 // The websocket failed: the browser is gone or unusable.
                 Err(CdpError::Ws(e)) => {
-                    tracing::warn!(error = %e, "screenshot browser connection failed");
+                    // A browser that exited (a Ctrl-C in the terminal reaches it too) is news,
+                    // not a fault; one that still runs behind a broken connection is.
+                    if exited_soon(pid).await {
+                        tracing::info!(?pid, "screenshot browser exited");
+                    } else {
+                        tracing::warn!(error = %e, "screenshot browser connection failed");
+                    }
                     break;
                 }
                 Err(e) => tracing::debug!(error = %e, "screenshot browser message"),
@@ -403,6 +409,19 @@ async fn launch(
         handler,
         profile: std::sync::Mutex::new(Some(root)),
     })
+}
+
+/// Whether the browser process is gone, or goes within a moment (its connection breaks just
+/// before it exits).
+async fn exited_soon(pid: Option<u32>) -> bool {
+    let Some(pid) = pid else { return false };
+    for _ in 0..20 {
+        if !process_alive(pid) {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    false
 }
 
 /// The file in a browser's folder that names the process that launched it.
