@@ -870,6 +870,42 @@ mod tests {
         assert!(body_text(response).await.is_err());
     }
 
+    // A retired worker must not be kept waiting on our idle connections: they are closed after
+    // the idle timeout even when no request goes to that worker again.
+    #[tokio::test]
+    async fn idle_connections_are_closed_after_the_idle_timeout() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let worker = listener.local_addr().unwrap();
+        let (closed_tx, closed_rx) = tokio::sync::oneshot::channel();
+        tokio::spawn(async move {
+            let (mut stream, _) = listener.accept().await.unwrap();
+            let mut head = Vec::new();
+            while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                let mut chunk = [0u8; 1024];
+                let n = stream.read(&mut chunk).await.unwrap();
+                head.extend_from_slice(&chunk[..n]);
+            }
+            stream
+                .write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+                .await
+                .unwrap();
+            let answered = Instant::now();
+            // The next read ends when the client closes the kept-alive connection.
+            let _ = stream.read(&mut [0u8; 16]).await;
+            let _ = closed_tx.send(answered.elapsed());
+        });
+        let client = DirectClient::default();
+        let response = client.send(&parts(Method::GET, "/"), worker).await.unwrap();
+        assert_eq!(body_text(response).await.unwrap(), "ok");
+        assert_eq!(client.idle.lock().get(&worker).map(Vec::len), Some(1));
+        let idle_for = tokio::time::timeout(POOL_IDLE_TIMEOUT * 3, closed_rx)
+            .await
+            .expect("the idle connection was never closed")
+            .unwrap();
+        assert!(idle_for >= POOL_IDLE_TIMEOUT, "closed after {idle_for:?}");
+        assert!(client.idle.lock().get(&worker).is_none());
+    }
+
     #[tokio::test]
     async fn endless_trailers_are_an_error() {
         let mut answer =
