@@ -1391,29 +1391,14 @@ binding {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_killed_plugin_takes_its_browser_along_and_the_next_one_removes_its_folder() {
     let mut fixture = Fixture::new();
-    let config = r#"
-application { path = "local/site" }
-binding {
-  type = "http"
-  port = "http"
-}
-"#;
     let (first, mut clients, addr) =
         plugin_with_api(&mut fixture, &[&format!("--management-api-key={KEY}")]).await;
     let first_pid = fixture.plugin(first).pid;
     let _first_group = GroupGuard(first_pid);
-    let alloc = fixture.allocation("web").await;
-    alloc.static_site("site", &coloured_page(SKY, 100));
-    fixture
-        .start_task(
-            &mut clients,
-            &alloc,
-            config,
-            &[("http", harness::free_port())],
-        )
-        .await
-        .unwrap_or_else(|e| panic!("StartTask: {e:?}"));
-    let path = format!("/api/v1/allocs/{}/screenshot", alloc.alloc_id);
+    let site = fixture
+        .start_static_site(&mut clients, "web", &coloured_page(SKY, 100))
+        .await;
+    let path = format!("/api/v1/allocs/{}/screenshot", site.alloc.alloc_id);
     let shot = with_key(addr, "GET", &path, b"").await;
     assert_eq!(shot.status, 200, "{}", shot.text());
     let browser: Vec<u32> = group_members(first_pid)
@@ -1449,18 +1434,10 @@ binding {
     let (second, mut clients, addr) =
         plugin_with_api(&mut fixture, &[&format!("--management-api-key={KEY}")]).await;
     let _second_group = GroupGuard(fixture.plugin(second).pid);
-    let alloc = fixture.allocation("web").await;
-    alloc.static_site("site", &coloured_page(ORANGE, 100));
-    fixture
-        .start_task(
-            &mut clients,
-            &alloc,
-            config,
-            &[("http", harness::free_port())],
-        )
-        .await
-        .unwrap_or_else(|e| panic!("StartTask: {e:?}"));
-    let path = format!("/api/v1/allocs/{}/screenshot", alloc.alloc_id);
+    let site = fixture
+        .start_static_site(&mut clients, "web", &coloured_page(ORANGE, 100))
+        .await;
+    let path = format!("/api/v1/allocs/{}/screenshot", site.alloc.alloc_id);
     let shot = with_key(addr, "GET", &path, b"").await;
     assert_eq!(shot.status, 200, "{}", shot.text());
     assert_eq!(Image::decode(&shot.body).rgb(10, 10), ORANGE);
