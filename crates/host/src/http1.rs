@@ -60,6 +60,26 @@ const LINGER: Duration = Duration::from_secs(1);
 /// And how many bytes at most.
 const LINGER_BYTES: usize = 1 << 20;
 
+/// The options of one `Connection` header value that decide whether a connection stays open
+/// (other tokens, the names of hop-by-hop headers, are not looked at here).
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct ConnectionOptions {
+    pub close: bool,
+    pub keep_alive: bool,
+}
+
+impl ConnectionOptions {
+    pub(crate) fn of(value: &[u8]) -> Self {
+        let mut says = Self::default();
+        for token in value.split(|&b| b == b',') {
+            let token = token.trim_ascii();
+            says.close |= token.eq_ignore_ascii_case(b"close");
+            says.keep_alive |= token.eq_ignore_ascii_case(b"keep-alive");
+        }
+        says
+    }
+}
+
 /// A request body: none (requests this loop serves itself) or hyper's.
 #[derive(Debug)]
 pub(crate) enum RequestBody {
@@ -383,14 +403,9 @@ fn parse(buffered: &mut BytesMut, max_head: usize) -> Parsed {
         } else if name.eq_ignore_ascii_case(b"upgrade") || name.eq_ignore_ascii_case(b"expect") {
             handover = true;
         } else if name.eq_ignore_ascii_case(b"connection") {
-            for token in h.value.split(|&b| b == b',') {
-                let token = token.trim_ascii();
-                if token.eq_ignore_ascii_case(b"close") {
-                    close = true;
-                } else if token.eq_ignore_ascii_case(b"keep-alive") {
-                    keep_alive = true;
-                }
-            }
+            let says = ConnectionOptions::of(h.value);
+            close |= says.close;
+            keep_alive |= says.keep_alive;
         }
     }
     if length && chunked {
@@ -498,14 +513,9 @@ async fn write_response(
             };
             framing = Some(Framing::Length(length));
         } else if *name == header::CONNECTION {
-            for token in value.as_bytes().split(|&b| b == b',') {
-                let token = token.trim_ascii();
-                if token.eq_ignore_ascii_case(b"close") {
-                    keep_alive = false;
-                } else if token.eq_ignore_ascii_case(b"keep-alive") {
-                    connection_keep_alive = true;
-                }
-            }
+            let says = ConnectionOptions::of(value.as_bytes());
+            keep_alive &= !says.close;
+            connection_keep_alive |= says.keep_alive;
         } else if *name == header::DATE {
             wrote_date = true;
         }

@@ -125,8 +125,7 @@ impl Proxy {
     pub(crate) fn new() -> Self {
         let mut connector = HttpConnector::new();
         connector.set_nodelay(true);
-        // A worker that does not accept within this is as good as down.
-        connector.set_connect_timeout(Some(Duration::from_secs(10)));
+        connector.set_connect_timeout(Some(crate::upstream::CONNECT_TIMEOUT));
         let connector = UsesConnector(connector);
         let client = Client::builder(TokioExecutor::new())
             .pool_timer(TokioTimer::new())
@@ -386,12 +385,7 @@ fn closed_before_response(error: &hyper_util::client::legacy::Error) -> bool {
             return true;
         }
         if let Some(io) = e.downcast_ref::<io::Error>()
-            && matches!(
-                io.kind(),
-                io::ErrorKind::ConnectionReset
-                    | io::ErrorKind::BrokenPipe
-                    | io::ErrorKind::ConnectionAborted
-            )
+            && crate::upstream::is_closed_connection(io)
         {
             return true;
         }

@@ -39,6 +39,7 @@ use hyper::body::{Frame, SizeHint};
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 
+use crate::http1::ConnectionOptions;
 use crate::proxy::POOL_IDLE_TIMEOUT;
 
 /// Idle connections kept per worker (nginx's `keepalive` in our benchmark set-up is 64 too).
@@ -52,8 +53,8 @@ const MAX_CHUNK_LINE: usize = 4096;
 const MAX_TRAILERS: usize = 64 * 1024;
 /// Read buffer for response bytes.
 const READ_CHUNK: usize = 16 * 1024;
-/// A worker that does not accept within this is as good as down.
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// A worker that does not accept within this is as good as down (both clients).
+pub(crate) const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// How often idle connections are checked for their age.
 const SWEEP_INTERVAL: Duration = Duration::from_secs(1);
 
@@ -177,7 +178,9 @@ fn encode_request_head(parts: &http::request::Parts) -> Vec<u8> {
     head
 }
 
-fn is_closed_connection(e: &io::Error) -> bool {
+/// The connection was closed or reset by the other side: what a worker's close of an idle
+/// kept-alive connection looks like to a request written on it.
+pub(crate) fn is_closed_connection(e: &io::Error) -> bool {
     matches!(
         e.kind(),
         io::ErrorKind::ConnectionReset
@@ -322,16 +325,11 @@ fn parse_response_head(
 }
 
 fn connection_keeps_alive(headers: &HeaderMap, http11: bool) -> bool {
-    let mut close = false;
-    let mut keep = false;
-    for token in headers
-        .get_all(CONNECTION)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-    {
-        close |= token.trim().eq_ignore_ascii_case("close");
-        keep |= token.trim().eq_ignore_ascii_case("keep-alive");
+    let (mut close, mut keep) = (false, false);
+    for value in headers.get_all(CONNECTION) {
+        let says = ConnectionOptions::of(value.as_bytes());
+        close |= says.close;
+        keep |= says.keep_alive;
     }
     !close && (http11 || keep)
 }
