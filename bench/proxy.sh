@@ -117,38 +117,7 @@ mkdir -p "$work/app" "$work/backends"
 chmod 1777 "$work/backends"
 head -c 768 /dev/urandom | base64 -w 0 | head -c 1024 > "$work/app/file.txt"
 chmod 644 "$work/app/file.txt"
-cat > "$work/app/backend.sh" <<'SH'
-#!/bin/sh
-# nginx serving this folder on 127.0.0.1:$1 with one worker process, in the foreground.
-set -e
-app=$(cd "$(dirname "$0")" && pwd)
-dir=$(mktemp -d "$app/../backends/backend.XXXXXX")
-cat > "$dir/nginx.conf" <<CONF
-worker_processes 1;
-pid $dir/nginx.pid;
-error_log $dir/error.log;
-events { worker_connections 4096; }
-http {
-  access_log off;
-  default_type text/plain;
-  sendfile on;
-  tcp_nopush on;
-  tcp_nodelay on;
-  keepalive_requests 100000000;
-  open_file_cache max=100 inactive=60s;
-  client_body_temp_path $dir/body;
-  proxy_temp_path $dir/proxy;
-  fastcgi_temp_path $dir/fastcgi;
-  uwsgi_temp_path $dir/uwsgi;
-  scgi_temp_path $dir/scgi;
-  server {
-    listen 127.0.0.1:$1;
-    root $app;
-  }
-}
-CONF
-exec nginx -e "$dir/error.log" -p "$dir" -c "$dir/nginx.conf" -g 'daemon off;'
-SH
+cp "$repo/bench/backend.sh" "$work/app/backend.sh"
 cat > "$work/app/web.config" <<'XML'
 <?xml version="1.0" encoding="utf-8"?>
 <configuration>

@@ -61,38 +61,8 @@ import time
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
-BACKEND_SH = r"""#!/bin/sh
-# nginx serving this folder on 127.0.0.1:$1 with one worker process, in the foreground.
-set -e
-app=$(cd "$(dirname "$0")" && pwd)
-dir=$(mktemp -d "$app/../backends/backend.XXXXXX")
-cat > "$dir/nginx.conf" <<CONF
-worker_processes 1;
-pid $dir/nginx.pid;
-error_log $dir/error.log;
-events { worker_connections 4096; }
-http {
-  access_log off;
-  default_type text/plain;
-  sendfile on;
-  tcp_nopush on;
-  tcp_nodelay on;
-  keepalive_requests 100000000;
-  open_file_cache max=100 inactive=60s;
-  client_body_temp_path $dir/body;
-  proxy_temp_path $dir/proxy;
-  fastcgi_temp_path $dir/fastcgi;
-  uwsgi_temp_path $dir/uwsgi;
-  scgi_temp_path $dir/scgi;
-  server {
-    listen 127.0.0.1:$1;
-    root $app;
-    add_header X-Backend-Port $1;
-  }
-}
-CONF
-exec nginx -e "$dir/error.log" -p "$dir" -c "$dir/nginx.conf" -g 'daemon off;'
-"""
+# The backend nginx (bench/backend.sh), copied into each application folder.
+BACKEND_SH = os.path.join(REPO, "bench", "backend.sh")
 
 WEB_CONFIG = """<?xml version="1.0" encoding="utf-8"?>
 <configuration>
@@ -315,8 +285,7 @@ class Host:
         os.makedirs(os.path.join(self.dir, "backends"))
         os.chmod(os.path.join(self.dir, "backends"), 0o1777)
         shutil.copy(os.path.join(work, "file.txt"), os.path.join(app, "file.txt"))
-        with open(os.path.join(app, "backend.sh"), "w") as f:
-            f.write(BACKEND_SH)
+        shutil.copy(BACKEND_SH, os.path.join(app, "backend.sh"))
         with open(os.path.join(app, "web.config"), "w") as f:
             f.write(WEB_CONFIG.format(program=program, arguments=arguments))
         with open(os.path.join(self.dir, "site.hcl"), "w") as f:
@@ -629,18 +598,17 @@ def main():
 
         if args.only in (None, "recycle"):
             ours = Host(procs, work, binary, server, "o", "sh",
-                        "backend.sh %HTTP_PLATFORM_PORT%")
+                        "backend.sh %HTTP_PLATFORM_PORT% --port-header")
             wait_http(ours.port, ours.proc)
             # The direct backend nginx proxies to (same script, its own folder).
             direct_dir = os.path.join(work, "direct")
             os.makedirs(os.path.join(direct_dir, "app"))
             os.makedirs(os.path.join(direct_dir, "backends"))
             shutil.copy(os.path.join(work, "file.txt"), os.path.join(direct_dir, "app"))
-            with open(os.path.join(direct_dir, "app", "backend.sh"), "w") as f:
-                f.write(BACKEND_SH)
+            shutil.copy(BACKEND_SH, os.path.join(direct_dir, "app", "backend.sh"))
             backend_port = free_port()
             direct = procs.spawn(server + ["sh", os.path.join(direct_dir, "app", "backend.sh"),
-                                           str(backend_port)],
+                                           str(backend_port), "--port-header"],
                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
             wait_http(backend_port, direct)
             nginx, nginx_port, write_conf, reload_argv = nginx_proxy(
@@ -686,7 +654,7 @@ def main():
         if args.only in (None, "ondemand"):
             raw["ondemand"] = {}
             for name, program, arguments in [
-                ("nginx backend", "sh", "backend.sh %HTTP_PLATFORM_PORT%"),
+                ("nginx backend", "sh", "backend.sh %HTTP_PLATFORM_PORT% --port-header"),
                 ("python3 -m http.server", "python3",
                  "-m http.server %HTTP_PLATFORM_PORT% --bind 127.0.0.1"),
             ]:
