@@ -136,6 +136,17 @@ impl OldHost {
             .spawn()
             .unwrap();
         let pid = child.id();
+        // `spawn` returns once the child has left our memory, a moment before the kernel has
+        // set up its new command line (empty until then): wait for it, as a real host's is
+        // long set by the time a plugin recovers it.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while std::fs::read(format!("/proc/{pid}/cmdline")).map_or(true, |c| c.is_empty()) {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "no command line for {pid}"
+            );
+            std::thread::yield_now();
+        }
         let listener =
             tokio::net::UnixListener::bind(runtime_dir.join(control::CONTROL_SOCKET)).unwrap();
         let socket = tokio::spawn(async move {
